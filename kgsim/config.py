@@ -1,0 +1,416 @@
+"""One typed configuration tree for every kgsim command.
+
+Values come from the dataclass defaults, then a named preset (``kgsim/presets/NAME.toml``), then a
+TOML file (``--config FILE``), then dotted overrides (``--set train.lr=3e-4``). Every layer is
+validated the same way: an unknown key, a value of the wrong type or an impossible value raises
+:class:`ConfigError` naming the dotted key and the value, before any work starts.
+
+>>> cfg = load_config("smoke", overrides=["graph.n_entities=300"])
+>>> cfg.graph.n_entities
+300
+>>> load_config("smoke", overrides=["graph.n_entitis=3"])
+Traceback (most recent call last):
+...
+kgsim.config.ConfigError: unknown key 'graph.n_entitis' (value 3)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+import tomli_w
+
+
+class ConfigError(ValueError):
+    """A configuration key holds a value kgsim cannot use. The message names key and value."""
+
+
+def _fail(key: str, value: Any, why: str) -> typing.NoReturn:
+    raise ConfigError(f"{key} = {value!r}: {why}")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections. Each component owns one frozen dataclass; `validate(prefix)` checks impossible values.
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """The synthetic (or loaded) knowledge graph and the exposure each fact gets in pretraining."""
+
+    generator: str = "zipf"            # registered name: uniform | zipf | preferential | community | tsv
+    n_entities: int = 1000
+    n_types: int = 4                   # entity types; relations map a domain type to a range type
+    n_relations: int = 8
+    n_composed: int = 2                # composable relation pairs (r1, r2) giving 2-hop queries
+    facts_per_subject: float = 1.0     # share of (s, r) pairs with a matching domain that get a fact
+    zipf_exponent: float = 1.1         # subject popularity ~ rank^-exponent
+    mean_exposure: float = 8.0         # mean pretraining repetitions over exposed facts
+    max_exposure: int = 64             # cap on one fact's repetitions
+    never_exposed_share: float = 0.1   # share of facts never shown in pretraining
+    n_communities: int = 4             # for the community generator
+    community_mixing: float = 0.05     # chance an object is drawn outside the subject's community
+    tsv_path: str = ""                 # for generator = "tsv": head<TAB>relation<TAB>tail lines
+
+    def validate(self, p: str) -> None:
+        if self.generator not in GRAPH_GENERATORS:
+            _fail(f"{p}.generator", self.generator, f"unknown generator; choose one of {sorted(GRAPH_GENERATORS)}")
+        if self.generator == "tsv" and not self.tsv_path:
+            _fail(f"{p}.tsv_path", self.tsv_path, "the tsv generator needs a file path")
+        _positive(f"{p}.n_entities", self.n_entities, minimum=2)
+        _positive(f"{p}.n_types", self.n_types)
+        if self.n_types > self.n_entities:
+            _fail(f"{p}.n_types", self.n_types, f"more types than entities ({self.n_entities})")
+        _positive(f"{p}.n_relations", self.n_relations)
+        _nonneg(f"{p}.n_composed", self.n_composed)
+        if self.n_composed * 2 > self.n_relations:
+            _fail(f"{p}.n_composed", self.n_composed,
+                  f"each composed pair needs two distinct relations; only {self.n_relations} exist")
+        _fraction(f"{p}.facts_per_subject", self.facts_per_subject, open_low=True)
+        _finite(f"{p}.zipf_exponent", self.zipf_exponent, minimum=0.0)
+        _finite(f"{p}.mean_exposure", self.mean_exposure, minimum=0.0)
+        _positive(f"{p}.max_exposure", self.max_exposure)
+        if self.mean_exposure > self.max_exposure:
+            _fail(f"{p}.mean_exposure", self.mean_exposure, f"exceeds max_exposure ({self.max_exposure})")
+        _fraction(f"{p}.never_exposed_share", self.never_exposed_share, open_high=True)
+        _positive(f"{p}.n_communities", self.n_communities)
+        _fraction(f"{p}.community_mixing", self.community_mixing)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Pretraining documents and the question-answer format."""
+
+    facts_per_doc: int = 4
+    relation_doc_share: float = 0.5    # share of a fact's repetitions placed in relation-grouped docs
+    surface_forms: int = 1             # statement tokens per relation (augmentation)
+    qa_subject_share: float = 0.5      # subjects whose facts also appear as QA documents (mixed pretraining)
+    shuffle_facts: bool = True         # permute the order of facts inside each document
+
+    def validate(self, p: str) -> None:
+        _positive(f"{p}.facts_per_doc", self.facts_per_doc)
+        _fraction(f"{p}.relation_doc_share", self.relation_doc_share)
+        _positive(f"{p}.surface_forms", self.surface_forms)
+        _fraction(f"{p}.qa_subject_share", self.qa_subject_share, open_high=True)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Known/Unknown pools, balanced fine-tuning sets and held-out test sets."""
+
+    ft_relations: int = 4              # relations used for fine-tuning (the ID relations)
+    ft_size: int = 300                 # facts in each of FT-Known and FT-Unknown
+    dev_size: int = 100                # held-out known facts of the ID relations, for Early Stop
+    test_size: int = 300               # per test split (ID, Near-ID, Open-World)
+    known_min_exposure: int = 6        # ground-truth "known": shown at least this often
+    n_demo_pool: int = 64              # per relation, facts reserved for few-shot demonstrations
+
+    def validate(self, p: str) -> None:
+        _positive(f"{p}.ft_relations", self.ft_relations)
+        _positive(f"{p}.ft_size", self.ft_size)
+        _positive(f"{p}.dev_size", self.dev_size)
+        _positive(f"{p}.test_size", self.test_size)
+        _positive(f"{p}.known_min_exposure", self.known_min_exposure)
+        _positive(f"{p}.n_demo_pool", self.n_demo_pool)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A small causal transformer (GPT-2 layout, tied embeddings)."""
+
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    n_ctx: int = 32
+    mlp_ratio: int = 4
+    attention_only: bool = False       # no MLP blocks (the theory's one-layer model)
+    dropout: float = 0.0
+
+    def validate(self, p: str) -> None:
+        _positive(f"{p}.d_model", self.d_model)
+        _positive(f"{p}.n_layers", self.n_layers)
+        _positive(f"{p}.n_heads", self.n_heads)
+        if self.d_model % self.n_heads:
+            _fail(f"{p}.n_heads", self.n_heads, f"must divide d_model ({self.d_model})")
+        _positive(f"{p}.n_ctx", self.n_ctx, minimum=4)
+        _positive(f"{p}.mlp_ratio", self.mlp_ratio)
+        _fraction(f"{p}.dropout", self.dropout, open_high=True)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training phase (pretraining or fine-tuning)."""
+
+    steps: int = 3000
+    batch_size: int = 256
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1          # cosine decay to lr * min_lr_ratio
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    grad_clip: float = 1.0
+    bf16: bool = True                  # bf16 autocast (CPU and CUDA)
+    log_every: int = 50
+    eval_every: int = 250
+    ckpt_every: int = 500
+    threads: int = 0                   # torch threads; 0 = leave torch's default
+
+    def validate(self, p: str) -> None:
+        _positive(f"{p}.steps", self.steps)
+        _positive(f"{p}.batch_size", self.batch_size)
+        _finite(f"{p}.lr", self.lr, minimum=0.0, open_low=True)
+        _fraction(f"{p}.min_lr_ratio", self.min_lr_ratio)
+        _nonneg(f"{p}.warmup_steps", self.warmup_steps)
+        _finite(f"{p}.weight_decay", self.weight_decay, minimum=0.0)
+        _fraction(f"{p}.beta1", self.beta1, open_high=True)
+        _fraction(f"{p}.beta2", self.beta2, open_high=True)
+        _finite(f"{p}.grad_clip", self.grad_clip, minimum=0.0)
+        _positive(f"{p}.log_every", self.log_every)
+        _positive(f"{p}.eval_every", self.eval_every)
+        _positive(f"{p}.ckpt_every", self.ckpt_every)
+        _nonneg(f"{p}.threads", self.threads)
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """SliCK categorisation by few-shot probing of the base model."""
+
+    n_shots: int = 4
+    n_exemplar_sets: int = 10
+    n_samples: int = 16                # sampled answers per exemplar set, at `temperature`
+    temperature: float = 0.5
+    batch_size: int = 4096
+
+    def validate(self, p: str) -> None:
+        _nonneg(f"{p}.n_shots", self.n_shots)
+        _positive(f"{p}.n_exemplar_sets", self.n_exemplar_sets)
+        _nonneg(f"{p}.n_samples", self.n_samples)
+        _finite(f"{p}.temperature", self.temperature, minimum=0.0, open_low=True)
+        _positive(f"{p}.batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Test-time prompts: zero-shot, k-shot (induced subgraph), CoT (induced path)."""
+
+    k_shots: tuple[int, ...] = (1, 2, 4, 8)
+    cot: bool = True
+
+    def validate(self, p: str) -> None:
+        for i, k in enumerate(self.k_shots):
+            _positive(f"{p}.k_shots[{i}]", k)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole tree. `seed` is the one seed every stream derives from."""
+
+    seed: int = 0
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=600, batch_size=32, lr=1e-3, warmup_steps=10, log_every=10, eval_every=10, ckpt_every=50))
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+
+    def validate(self, p: str = "") -> None:
+        _nonneg("seed", self.seed)
+        for f in dataclasses.fields(self):
+            sub = getattr(self, f.name)
+            if dataclasses.is_dataclass(sub):
+                sub.validate(f.name)
+        max_k = max(self.prompts.k_shots, default=0)
+        if max_k > self.splits.n_demo_pool:
+            _fail("prompts.k_shots", list(self.prompts.k_shots),
+                  f"k = {max_k} exceeds the demonstrations available per relation "
+                  f"(splits.n_demo_pool = {self.splits.n_demo_pool})")
+        if self.probe.n_shots > self.splits.n_demo_pool:
+            _fail("probe.n_shots", self.probe.n_shots,
+                  f"exceeds the demonstrations available per relation (splits.n_demo_pool = {self.splits.n_demo_pool})")
+        if self.splits.ft_relations > self.graph.n_relations:
+            _fail("splits.ft_relations", self.splits.ft_relations,
+                  f"more than the graph's relations ({self.graph.n_relations})")
+
+    def section_hash(self, *sections: str) -> str:
+        """Hash of the named sections (and the seed): the cache key of an artefact made from them."""
+        blob = {"seed": self.seed} | {s: to_dict(getattr(self, s)) for s in sections}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+GRAPH_GENERATORS = {"uniform", "zipf", "preferential", "community", "tsv"}
+
+
+# --------------------------------------------------------------------------------------------
+# Checks used by the sections
+# --------------------------------------------------------------------------------------------
+
+def _finite(key: str, v: float, minimum: float | None = None, open_low: bool = False) -> None:
+    if v != v or v in (float("inf"), float("-inf")):
+        _fail(key, v, "must be a finite number")
+    if minimum is not None and (v < minimum or (open_low and v == minimum)):
+        _fail(key, v, f"must be {'>' if open_low else '>='} {minimum}")
+
+
+def _positive(key: str, v: int, minimum: int = 1) -> None:
+    if v < minimum:
+        _fail(key, v, f"must be >= {minimum}")
+
+
+def _nonneg(key: str, v: int) -> None:
+    if v < 0:
+        _fail(key, v, "must be >= 0")
+
+
+def _fraction(key: str, v: float, open_low: bool = False, open_high: bool = False) -> None:
+    _finite(key, v)
+    lo_ok = v > 0 if open_low else v >= 0
+    hi_ok = v < 1 if open_high else v <= 1
+    if not (lo_ok and hi_ok):
+        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
+        _fail(key, v, f"must lie in {lo}0, 1{hi}")
+
+
+# --------------------------------------------------------------------------------------------
+# Dict / TOML <-> dataclass, with type checking
+# --------------------------------------------------------------------------------------------
+
+def to_dict(cfg: Any) -> dict:
+    """A plain nested dict of a config (tuples become lists), ready for TOML or JSON."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = to_dict(v) if dataclasses.is_dataclass(v) else (list(v) if isinstance(v, tuple) else v)
+    return out
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        (elem, _) = typing.get_args(tp)
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(f"{key}[{i}]", v, elem) for i, v in enumerate(value))
+    else:  # pragma: no cover - a programming error, not a user error
+        raise TypeError(f"unsupported config type {tp} for {key}")
+    name = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(tp, "a list")
+    _fail(key, value, f"must be {name}")
+
+
+def _build(cls: type, data: dict, prefix: str, base: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in data:
+        if k not in names:
+            _fail_unknown(f"{prefix}{k}", data[k])
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        current = getattr(base, f.name)
+        if f.name not in data:
+            kwargs[f.name] = current
+            continue
+        v, key = data[f.name], f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hints[f.name]):
+            if not isinstance(v, dict):
+                _fail(key, v, "must be a table of keys")
+            kwargs[f.name] = _build(hints[f.name], v, key + ".", current)
+        else:
+            kwargs[f.name] = _coerce(key, v, hints[f.name])
+    return cls(**kwargs)
+
+
+def _fail_unknown(key: str, value: Any) -> typing.NoReturn:
+    raise ConfigError(f"unknown key {key!r} (value {value!r})")
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string: --set graph.generator=uniform
+    return key.split("."), value
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("kgsim.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def _read_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML ({e})") from None
+
+
+def load_config(preset: str | None = "default", config_file: str | Path | None = None,
+                overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Resolve defaults <- preset <- config file <- overrides, and validate the result."""
+    cfg = ExperimentConfig()
+    if preset:
+        if preset not in preset_names():
+            raise ConfigError(f"preset = {preset!r}: unknown preset; choose one of {preset_names()}")
+        text = resources.files("kgsim.presets").joinpath(f"{preset}.toml").read_text()
+        cfg = _build(ExperimentConfig, _read_toml(text, f"preset {preset}"), "", cfg)
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config = {str(path)!r}: no such file")
+        cfg = _build(ExperimentConfig, _read_toml(path.read_text(), str(path)), "", cfg)
+    for item in overrides:
+        parts, value = _parse_override(item)
+        nested: dict = {}
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        cfg = _build(ExperimentConfig, nested, "", cfg)
+    cfg.validate()
+    return cfg
+
+
+def from_dict(data: dict) -> ExperimentConfig:
+    """Rebuild (and validate) a config from `to_dict` output, e.g. a run directory's config."""
+    cfg = _build(ExperimentConfig, data, "", ExperimentConfig())
+    cfg.validate()
+    return cfg
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` for nested sections: replace(cfg, graph=dict(n_entities=10))."""
+    kw = {k: (dataclasses.replace(getattr(cfg, k), **v) if isinstance(v, dict) else v) for k, v in changes.items()}
+    return dataclasses.replace(cfg, **kw)
+
