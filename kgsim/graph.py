@@ -161,7 +161,7 @@ class KnowledgeGraph:
             "n_entities": self.n_entities, "n_relations": self.n_relations, "n_facts": self.n_facts,
             "n_types": int(self.entity_types.max(initial=-1) + 1),
             "n_composed_pairs": int(len(self.composed)), "n_two_hop_queries": int(len(self.two_hop())),
-            "multi_answer_queries": int((self.n_answers() > 1).sum()),
+            "multi_answer_queries": int(len(np.unique((self.s * self.n_relations + self.r)[self.n_answers() > 1]))),
             "never_exposed": int((self.exposure == 0).sum()),
             "mean_exposure_of_exposed": float(self.exposure[self.exposure > 0].mean()) if (self.exposure > 0).any() else 0.0,
             "total_exposure": int(self.exposure.sum()),
@@ -174,7 +174,8 @@ class KnowledgeGraph:
 
 def _log_hist(deg: np.ndarray) -> dict:
     edges = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 10**12]
-    return {"bins": [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])],
+    labels = [str(lo) if hi - 1 == lo else f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-2], edges[1:-1])]
+    return {"bins": labels + [f">={edges[-2]}"],
             "counts": np.histogram(deg, bins=edges)[0].tolist()}
 
 
@@ -277,14 +278,15 @@ def register(name: str) -> Callable[[Generator], Generator]:
 
 
 def _schema(cfg: GraphConfig, rng: np.random.Generator):
-    """Entity types, relation domain/range types, and composable pairs (range(r1) = domain(r2))."""
+    """Entity types, relation domain/range types (domains spread evenly over types), and composable
+    pairs (range(r1) = domain(r2))."""
     types = np.arange(cfg.n_entities) % cfg.n_types       # every type non-empty
     types = types[rng.permutation(cfg.n_entities)]
-    dom = rng.integers(0, cfg.n_types, cfg.n_relations)
+    dom = (np.arange(cfg.n_relations) % cfg.n_types)[rng.permutation(cfg.n_relations)]  # balanced domains
     rng_ = rng.integers(0, cfg.n_types, cfg.n_relations)
     pairs = rng.permutation(cfg.n_relations)[: 2 * cfg.n_composed].reshape(-1, 2)
     for r1, r2 in pairs:
-        dom[r2] = rng_[r1]
+        rng_[r1] = dom[r2]
     return types, dom, rng_, pairs
 
 

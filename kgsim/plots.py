@@ -1,0 +1,46 @@
+"""Figures (matplotlib, Agg backend, PNG). Each function takes data and a path, and returns the path."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .graph import KnowledgeGraph, subject_mentions  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_graph_summary(kg: KnowledgeGraph, path: str | Path) -> Path:
+    """Four panels: exposure histogram, subject popularity (rank-frequency, log-log), out-degree
+    and in-degree distributions."""
+    sm = kg.summary()
+    fig, ax = plt.subplots(2, 2, figsize=(10, 7))
+    h = sm["exposure_histogram"]
+    ax[0, 0].bar(h["bins"], h["counts"], color="tab:blue")
+    ax[0, 0].set(title=f"Exposure per fact ({sm['never_exposed']} never shown)", xlabel="times shown in pretraining",
+                 ylabel="facts")
+    m = np.sort(subject_mentions(kg))[::-1]
+    m = m[m > 0]
+    ax[0, 1].loglog(np.arange(1, len(m) + 1), m, ".", ms=3)
+    ax[0, 1].set(title=f"Subject popularity (fitted Zipf exponent {sm['fitted_zipf_exponent']:.2f})",
+                 xlabel="rank", ylabel="mentions")
+    for a, key, title in ((ax[1, 0], "out_degree_histogram", "Out-degree (facts per subject)"),
+                          (ax[1, 1], "in_degree_histogram", "In-degree (facts per answer)")):
+        d = sm[key]
+        a.bar(d["bins"], d["counts"], color="tab:gray")
+        a.set(title=title, ylabel="entities")
+        a.tick_params(axis="x", rotation=45)
+    fig.suptitle(f"{sm['generator']} graph: {sm['n_entities']} entities, {sm['n_relations']} relations, "
+                 f"{sm['n_facts']} facts")
+    return _save(fig, path)

@@ -1,0 +1,82 @@
+"""The synthetic world of one config: graph, QA subjects, splits and pretraining corpus.
+
+A world is a pure function of ``(seed, graph, corpus, splits)`` config sections; it is saved in a
+directory with the hash of those sections and reused whenever the hash matches.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import rng as rngs
+from .config import ExperimentConfig, to_toml
+from .corpus import Corpus, build_corpus
+from .graph import KnowledgeGraph, generate
+from .io import atomic_dir, write_json
+from .splits import Splits, assign_qa_subjects, make_splits
+
+WORLD_SECTIONS = ("graph", "corpus", "splits")
+
+
+@dataclass(eq=False)
+class World:
+    kg: KnowledgeGraph
+    splits: Splits
+    corpus: Corpus
+    config_hash: str
+
+    @property
+    def qa_subjects(self) -> np.ndarray:
+        return self.splits.qa_subjects
+
+
+def world_hash(cfg: ExperimentConfig) -> str:
+    return cfg.section_hash(*WORLD_SECTIONS)
+
+
+def build_world(cfg: ExperimentConfig, progress=None) -> World:
+    """Generate graph, splits and corpus from `cfg` (each from its own named random stream)."""
+    step = progress or (lambda name: None)
+    step("graph")
+    kg = generate(cfg.graph, rngs.stream(cfg.seed, "graph"))
+    step("splits")
+    qa = assign_qa_subjects(kg.n_entities, cfg.corpus.qa_subject_share, rngs.stream(cfg.seed, "qa-subjects"))
+    splits = make_splits(kg, qa, cfg.splits, rngs.stream(cfg.seed, "splits"))
+    step("corpus")
+    h = world_hash(cfg)
+    corpus = build_corpus(kg, qa, cfg.corpus, rngs.stream(cfg.seed, "corpus"), config_hash=h)
+    return World(kg, splits, corpus, h)
+
+
+def save_world(world: World, cfg: ExperimentConfig, out: Path, with_exports: bool = True, progress=None) -> None:
+    """Write the world into directory `out` atomically (all files appear at once or none)."""
+    step = progress or (lambda name: None)
+    with atomic_dir(out) as tmp:
+        world.kg.save(tmp / "graph.npz")
+        world.splits.save(tmp / "splits.npz")
+        world.corpus.save(tmp / "corpus.npz")
+        (tmp / "config.toml").write_text(to_toml(cfg))
+        summary = {"config_hash": world.config_hash, "graph": world.kg.summary(), "splits": world.splits.summary(),
+                   "corpus": {"n_tokens": int(len(world.corpus.stream)), "n_docs": world.corpus.n_docs,
+                              "vocab_size": world.corpus.vocab.size}}
+        write_json(tmp / "summary.json", summary)
+        if with_exports:
+            step("exports")
+            world.kg.to_tsv(tmp / "facts.tsv")
+            from .plots import plot_graph_summary
+            plot_graph_summary(world.kg, tmp / "summary.png")
+
+
+def load_world(path: Path) -> World:
+    path = Path(path)
+    h = json.loads((path / "summary.json").read_text())["config_hash"]
+    return World(KnowledgeGraph.load(path / "graph.npz"), Splits.load(path / "splits.npz"),
+                 Corpus.load(path / "corpus.npz"), h)
+
+
+def world_is_current(path: Path, cfg: ExperimentConfig) -> bool:
+    f = Path(path) / "summary.json"
+    return f.is_file() and json.loads(f.read_text()).get("config_hash") == world_hash(cfg)

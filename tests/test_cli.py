@@ -1,0 +1,120 @@
+"""The command line: config resolution, bad input (one line, exit 2, nothing written), real-KG TSVs."""
+import numpy as np
+import pytest
+
+from kgsim.cli import main
+from kgsim.config import ConfigError, load_config, to_toml
+from kgsim.graph import GraphFileError, load_tsv
+from kgsim.rng import stream
+
+FIXTURE = "tests/fixtures/multi_answer_kg.tsv"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_config_show_prints_resolved_toml(capsys):
+    code, out, err = run(capsys, "config", "show", "--preset", "smoke", "--set", "pretrain.lr=0.01",
+                         "--set", "graph.generator=uniform")
+    assert code == 0 and 'generator = "uniform"' in out and "lr = 0.01" in out
+    assert to_toml(load_config("smoke", overrides=["pretrain.lr=0.01", "graph.generator=uniform"])) == out
+
+
+@pytest.mark.parametrize("override, key", [
+    ("graph.n_entitis=5", "graph.n_entitis"),                  # unknown key
+    ("graph.zipf_exponent=fast", "graph.zipf_exponent"),      # not a number
+    ("graph.n_entities=-4", "graph.n_entities"),              # negative size
+    ("model.n_heads=3", "model.n_heads"),                     # does not divide d_model
+    ("prompts.k_shots=[1, 99]", "prompts.k_shots"),            # more demonstrations than reserved
+    ("splits.test_size=100000", "splits.test_size"),          # more held-out facts than exist
+    ("pretrain.lr=nan", "pretrain.lr"),
+])
+def test_bad_config_is_one_line_exit_2_and_no_output(capsys, tmp_path, override, key):
+    out_dir = tmp_path / "out"
+    code, out, err = run(capsys, "graph", "--preset", "smoke", "--set", override, "--out", str(out_dir))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("kgsim: error: ") and key in err
+    assert "Traceback" not in err and not out_dir.exists()
+
+
+def test_unknown_preset_and_missing_config_file(capsys, tmp_path):
+    code, _, err = run(capsys, "config", "show", "--preset", "nope")
+    assert code == 2 and "preset = 'nope'" in err
+    code, _, err = run(capsys, "config", "show", "--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "--config" in err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[graph]\nn_entities = 'many'\n")
+    code, _, err = run(capsys, "config", "show", "--config", str(bad))
+    assert code == 2 and "graph.n_entities = 'many'" in err
+
+
+def test_graph_command_writes_world_and_reuses_it(capsys, tmp_path):
+    out_dir = tmp_path / "w"
+    code, out, _ = run(capsys, "graph", "--preset", "smoke", "--out", str(out_dir))
+    assert code == 0
+    for f in ("graph.npz", "splits.npz", "corpus.npz", "facts.tsv", "summary.json", "summary.png", "config.toml"):
+        assert (out_dir / f).is_file(), f
+    code, out, _ = run(capsys, "graph", "--preset", "smoke", "--out", str(out_dir))
+    assert code == 0 and "up to date" in out
+    code, _, err = run(capsys, "graph", "--preset", "smoke", "--set", "seed=5", "--out", str(out_dir))
+    assert code == 2 and "holds other files" in err
+
+
+def test_multi_answer_tsv_loads_and_any_answer_counts():
+    kg = load_tsv(FIXTURE, rng=stream(0, "graph"))
+    names = {n: i for i, n in enumerate(kg.entity_names)}
+    lang = kg.relation_names.index("official_language")
+    answers = sorted(kg.entity_names[a] for a in kg.answers(names["Belgium"], lang))
+    assert answers == ["Dutch", "French", "German"]
+    guess = np.array([names["Dutch"], names["German"], names["Paris"]])
+    ok = kg.is_correct(np.full(3, names["Belgium"]), np.full(3, lang), guess)
+    assert ok.tolist() == [True, True, False]
+    assert (kg.n_answers() > 1).sum() == 8      # Belgium: 3 languages; German: 3 countries; Dutch: 2
+
+
+def test_real_kg_runs_through_kgsim_graph(capsys, tmp_path):
+    """A TSV graph with multi-answer queries (names with spaces) goes through `kgsim graph`."""
+    from kgsim.config import GraphConfig
+    from kgsim.graph import generate
+
+    kg = generate(GraphConfig(n_entities=400, n_types=1, n_relations=6, n_composed=0), stream(1, "graph"))
+    tsv = tmp_path / "real.tsv"
+    kg.to_tsv(tsv)
+    extra = [f"e{s} the entity\tr{r}\te{(a + 1) % 400} the entity" for s, r, a in zip(kg.s[:40], kg.r[:40], kg.a[:40])]
+    lines = [f"{h} the entity\t{r}\t{t} the entity" for h, r, t in (l.split("\t") for l in tsv.read_text().splitlines())]
+    tsv.write_text("\n".join(lines + extra) + "\n")
+    out_dir = tmp_path / "real"
+    code, out, err = run(capsys, "graph", "--preset", "smoke", "--out", str(out_dir),
+                         "--set", "graph.generator=tsv", "--set", f"graph.tsv_path='{tsv}'")
+    assert code == 0, err
+    import json
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["graph"]["multi_answer_queries"] == 40
+    assert summary["graph"]["n_facts"] == kg.n_facts + 40
+
+
+@pytest.mark.parametrize("content, message", [
+    ("a\tb\n", "expected 3 tab-separated columns"),
+    ("a\tb\tc\td\n", "expected 3 tab-separated columns"),
+    ("", "empty file"),
+    ("\n\n", "empty file"),
+    ("a\tr\tb\nc\tr\td\na\tr\tb\n", "duplicate of line 1"),
+])
+def test_malformed_tsv(capsys, tmp_path, content, message):
+    f = tmp_path / "kg.tsv"
+    f.write_text(content)
+    with pytest.raises(GraphFileError, match=message):
+        load_tsv(f, rng=stream(0, "graph"))
+    out_dir = tmp_path / "out"
+    code, _, err = run(capsys, "graph", "--preset", "smoke", "--set", "graph.generator=tsv",
+                       "--set", f"graph.tsv_path='{f}'", "--out", str(out_dir))
+    assert code == 2 and message in err and err.count("\n") == 1 and not out_dir.exists()
+
+
+def test_config_error_names_key_and_value():
+    with pytest.raises(ConfigError) as e:
+        load_config("default", overrides=["corpus.facts_per_doc=0"])
+    assert "corpus.facts_per_doc = 0" in str(e.value)

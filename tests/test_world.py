@@ -1,0 +1,121 @@
+"""Splits and corpus: disjointness, what pretraining may and may not contain, exposure accounting."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kgsim.config import ConfigError, CorpusConfig, GraphConfig, SplitConfig, load_config
+from kgsim.corpus import PAD, Corpus, Vocabulary, build_corpus, parse_facts
+from kgsim.graph import GENERATORS, generate
+from kgsim.rng import stream
+from kgsim.splits import Splits, assign_qa_subjects, fact_index, make_splits
+from kgsim.world import build_world
+
+SYNTHETIC = sorted(g for g in GENERATORS if g != "tsv")
+
+
+@st.composite
+def worlds(draw):
+    gcfg = GraphConfig(generator=draw(st.sampled_from(SYNTHETIC)), n_entities=draw(st.integers(200, 600)),
+                       n_types=draw(st.integers(1, 2)), n_relations=draw(st.integers(4, 8)),
+                       n_composed=draw(st.integers(0, 2)), zipf_exponent=draw(st.floats(0.0, 1.3)),
+                       mean_exposure=draw(st.floats(2.0, 12.0)), never_exposed_share=draw(st.floats(0.1, 0.4)))
+    ccfg = CorpusConfig(facts_per_doc=draw(st.integers(1, 6)), relation_doc_share=draw(st.floats(0, 1)),
+                        surface_forms=draw(st.integers(1, 3)), qa_subject_share=draw(st.floats(0.1, 0.6)),
+                        shuffle_facts=draw(st.booleans()))
+    scfg = SplitConfig(ft_relations=draw(st.integers(1, 2)), ft_size=draw(st.integers(2, 12)),
+                       dev_size=draw(st.integers(1, 8)), test_size=draw(st.integers(1, 10)),
+                       known_min_exposure=draw(st.integers(1, 4)), n_demo_pool=draw(st.integers(1, 4)))
+    return gcfg, ccfg, scfg, draw(st.integers(0, 2**31))
+
+
+def _world(gcfg, ccfg, scfg, seed):
+    kg = generate(gcfg, stream(seed, "graph"))
+    qa = assign_qa_subjects(kg.n_entities, ccfg.qa_subject_share, stream(seed, "qa"))
+    try:
+        splits = make_splits(kg, qa, scfg, stream(seed, "splits"))
+    except ConfigError:
+        splits = None          # this world is too small for the requested sizes: a clean error
+    return kg, qa, splits, build_corpus(kg, qa, ccfg, stream(seed, "corpus"))
+
+
+@settings(max_examples=60)
+@given(w=worlds())
+def test_splits_disjoint_and_well_formed(w):
+    kg, qa, splits, _ = _world(*w)
+    if splits is None:
+        return
+    splits.check_disjoint()                          # raises on any shared fact
+    sets = splits.named_sets()
+    assert len(splits.ft_known) == len(splits.ft_unknown) == w[2].ft_size
+    # balanced: same count per relation
+    assert np.array_equal(np.bincount(kg.r[splits.ft_known], minlength=kg.n_relations),
+                          np.bincount(kg.r[splits.ft_unknown], minlength=kg.n_relations))
+    assert (kg.exposure[splits.ft_unknown] == 0).all()
+    assert (kg.exposure[splits.ft_known] >= w[2].known_min_exposure).all()
+    # ID on fine-tuning relations; Near-ID / Open-World off them; OW about other subjects
+    assert np.isin(kg.r[splits.test["id"]], splits.ft_relations).all()
+    for name in ("near-id", "open-world"):
+        assert not np.isin(kg.r[splits.test[name]], splits.ft_relations).any()
+    ft_subj = np.concatenate([splits.ft_known, splits.ft_unknown, splits.dev, splits.test["id"]])
+    assert np.isin(kg.s[splits.test["near-id"]], kg.s[ft_subj]).all()
+    assert not np.isin(kg.s[splits.test["open-world"]], kg.s[ft_subj]).any()
+    # every tuned or tested fact is about a subject never seen in QA form
+    for name, ids in sets.items():
+        if name != "demos":
+            assert not qa[kg.s[ids]].any(), name
+    assert qa[kg.s[sets["demos"]]].all()
+
+
+@settings(max_examples=60)
+@given(w=worlds())
+def test_corpus_holds_each_fact_exactly_its_exposure(w):
+    kg, qa, splits, corpus = _world(*w)
+    s, r, a, is_qa = parse_facts(corpus.stream, corpus.vocab)
+    ids = fact_index(kg)(s, r, a)
+    assert (ids >= 0).all()                                          # only true facts are written
+    counts = np.bincount(ids, minlength=kg.n_facts)
+    assert np.array_equal(counts, kg.exposure)                       # exposure in corpus == drawn counts
+    assert counts[kg.exposure == 0].sum() == 0                       # never-exposed: in no document
+    assert qa[s[is_qa]].all()                                        # QA form only for QA subjects
+    if splits is not None:
+        held_out = np.concatenate([splits.dev, *splits.test.values(), splits.ft_known, splits.ft_unknown])
+        assert not np.isin(ids[is_qa], held_out).any()               # no tuned/tested fact in QA form
+        assert counts[splits.ft_unknown].sum() == 0
+
+
+def test_rows_cover_the_stream_and_mask_padding():
+    cfg = load_config("smoke")
+    world = build_world(cfg)
+    rows = world.corpus.rows(cfg.model.n_ctx)
+    flat = rows.tokens.reshape(-1)
+    assert np.array_equal(flat[: len(world.corpus.stream)], world.corpus.stream)
+    assert (flat[len(world.corpus.stream):] == PAD).all()
+    assert not rows.loss_mask[:, 0].any() and not rows.loss_mask[rows.tokens == PAD].any()
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    a, b = build_world(load_config("smoke")), build_world(load_config("smoke"))
+    c = build_world(load_config("smoke", overrides=["seed=1"]))
+    assert np.array_equal(a.corpus.stream, b.corpus.stream) and a.config_hash == b.config_hash
+    assert not np.array_equal(a.corpus.stream[:500], c.corpus.stream[:500]) and a.config_hash != c.config_hash
+
+
+def test_too_many_held_out_facts_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"splits.test_size = 100000"):
+        build_world(load_config("smoke", overrides=["splits.test_size=100000"]))
+
+
+def test_save_load(tmp_path):
+    world = build_world(load_config("smoke"))
+    world.splits.save(tmp_path / "s.npz")
+    world.corpus.save(tmp_path / "c.npz")
+    s2, c2 = Splits.load(tmp_path / "s.npz"), Corpus.load(tmp_path / "c.npz")
+    assert np.array_equal(s2.test["near-id"], world.splits.test["near-id"]) and s2.demos.keys() == world.splits.demos.keys()
+    assert np.array_equal(c2.stream, world.corpus.stream) and c2.vocab == world.corpus.vocab
+
+
+def test_vocabulary_tokens_are_unique_and_whitespace_free():
+    v = Vocabulary(10, 3, surface_forms=2)
+    assert len(v.tokens) == len(set(v.tokens)) == v.size
+    assert all(t and not any(ch.isspace() for ch in t) for t in v.tokens)
