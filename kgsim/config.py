@@ -206,11 +206,37 @@ class PromptConfig:
     """Test-time prompts: zero-shot, k-shot (induced subgraph), CoT (induced path)."""
 
     k_shots: tuple[int, ...] = (1, 2, 4, 8)
-    cot: bool = True
+    cot: bool = True                   # measure 2-hop queries directly and with Chain of Thought
+    cot_shots: int = 2                 # demonstrations (full paths) in the 2-hop prompts
 
     def validate(self, p: str) -> None:
         for i, k in enumerate(self.k_shots):
             _positive(f"{p}.k_shots[{i}]", k)
+        _nonneg(f"{p}.cot_shots", self.cot_shots)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How `kgsim run` runs the protocol: seeds, the Known rule, similarity buckets, parallelism."""
+
+    seeds: tuple[int, ...] = (0,)      # one process per seed, `workers` at a time
+    workers: int = 2                   # parallel seed processes (one torch thread each)
+    known_by: str = "slick"            # "slick": FT-Known / FT-Unknown by SliCK; "exposure": ground truth
+    sim_buckets: int = 3               # similarity-quantile test buckets (high / mid / low similarity)
+    ft_eval_facts: int = 200           # facts of each FT set scored at every evaluation (fitting curves)
+
+    def validate(self, p: str) -> None:
+        if not self.seeds:
+            _fail(f"{p}.seeds", list(self.seeds), "give at least one seed")
+        for i, sd in enumerate(self.seeds):
+            _nonneg(f"{p}.seeds[{i}]", sd)
+        if len(set(self.seeds)) != len(self.seeds):
+            _fail(f"{p}.seeds", list(self.seeds), "seeds must be distinct")
+        _positive(f"{p}.workers", self.workers)
+        if self.known_by not in ("slick", "exposure"):
+            _fail(f"{p}.known_by", self.known_by, "must be 'slick' or 'exposure'")
+        _positive(f"{p}.sim_buckets", self.sim_buckets, minimum=2)
+        _positive(f"{p}.ft_eval_facts", self.ft_eval_facts)
 
 
 @dataclass(frozen=True)
@@ -227,6 +253,7 @@ class ExperimentConfig:
         steps=600, batch_size=32, lr=1e-3, warmup_steps=10, log_every=10, eval_every=10, ckpt_every=50))
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def validate(self, p: str = "") -> None:
         _nonneg("seed", self.seed)
@@ -242,6 +269,13 @@ class ExperimentConfig:
         if self.probe.n_shots > self.splits.n_demo_pool:
             _fail("probe.n_shots", self.probe.n_shots,
                   f"exceeds the demonstrations available per relation (splits.n_demo_pool = {self.splits.n_demo_pool})")
+        need = {"prompts.k_shots": 1 + 6 * max_k + 4, "probe.n_shots": 1 + 6 * self.probe.n_shots + 4,
+                "prompts.cot_shots": (1 + 12 * self.prompts.cot_shots + 10) if self.prompts.cot else 0}
+        for key, n in need.items():
+            if n > self.model.n_ctx:
+                value = list(self.prompts.k_shots) if key == "prompts.k_shots" else \
+                    self.probe.n_shots if key == "probe.n_shots" else self.prompts.cot_shots
+                _fail(key, value, f"its prompts are {n} tokens long, more than model.n_ctx = {self.model.n_ctx}")
         if self.splits.ft_relations > self.graph.n_relations:
             _fail("splits.ft_relations", self.splits.ft_relations,
                   f"more than the graph's relations ({self.graph.n_relations})")

@@ -44,6 +44,16 @@ def write_text(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """np.savez, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
+    os.close(fd)
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_dir(final: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory beside `final`; on success it replaces `final` whole.

@@ -44,3 +44,30 @@ def plot_graph_summary(kg: KnowledgeGraph, path: str | Path) -> Path:
     fig.suptitle(f"{sm['generator']} graph: {sm['n_entities']} entities, {sm['n_relations']} relations, "
                  f"{sm['n_facts']} facts")
     return _save(fig, path)
+
+
+def plot_pretraining(metrics_path: str | Path, memorisation: dict, path: str | Path) -> Path:
+    """Training loss (and statement / QA accuracy during training) and the memorisation curve."""
+    import json
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    if loss:
+        ax[0].plot(*zip(*loss), color="tab:blue", label="training loss")
+    ax[0].set(xlabel="step", ylabel="loss", title="Pretraining")
+    twin = ax[0].twinx()
+    for key, color in (("statement_acc", "tab:green"), ("qa_extraction_id", "tab:orange")):
+        pts = [(r["step"], 100 * r[key]) for r in rows if key in r]
+        if pts:
+            twin.plot(*zip(*pts), "o-", color=color, ms=3, label=key)
+    twin.set_ylabel("accuracy (%)")
+    twin.legend(loc="center right", fontsize=8)
+    b = memorisation["buckets"]
+    x = [r["exposure"] for r in b]
+    ax[1].plot(x, [100 * r["statement_acc"] for r in b], "o-", label="statement form")
+    ax[1].plot(x, [100 * r["qa_acc_statement_only_subjects"] for r in b], "o-", label="QA, statement-only subjects")
+    ax[1].plot(x, [100 * r["qa_acc_qa_subjects"] for r in b], "o-", label="QA, QA subjects")
+    ax[1].set(xlabel="times shown in pretraining", ylabel="accuracy (%)", title="Memorisation curve", ylim=(-2, 102))
+    ax[1].legend(fontsize=8)
+    return _save(fig, path)

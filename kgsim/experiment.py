@@ -1,0 +1,234 @@
+"""The reference protocol (science.md §3) as cached, resumable stages.
+
+Per seed: world (graph, splits, corpus) -> base model (pretraining) -> probe (memorisation curve,
+extraction, SliCK) -> Known/Unknown fine-tuning sets -> FT-Known and FT-Unknown fine-tuning
+(Early Stop and Convergence checkpoints) -> measurement of every edge set (:mod:`kgsim.measure`).
+
+Artefacts that do not depend on the fine-tuning protocol (worlds, base models) live in a cache
+directory keyed by the hash of the config sections that made them, so `kgsim pretrain` and any
+`kgsim run` with the same world and model reuse them. Everything else lives in the run directory.
+Every stage writes its output atomically or resumes from its own checkpoints, so a killed run,
+rerun with the same command, continues where it stopped and ends with the same numbers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import rng as rngs
+from .config import ConfigError, ExperimentConfig, replace, to_dict
+from .corpus import PAD
+from .io import write_json, write_npz
+from .model import GPT, build_model, export_hf, load_model
+from .probe import answers, slick
+from .prompts import statement, zero_shot
+from .splits import Splits, make_splits
+from .train import TokenRows, TrainResult, train
+from .world import World, build_world, save_world, world_hash, world_is_current, load_world
+
+Progress = Callable[[str, int, int], None]          # (stage, done, total)
+EXPOSURE_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, 20), (21, 10**9))
+
+
+def _quiet(stage: str, done: int, total: int) -> None:
+    pass
+
+
+@dataclass
+class Base:
+    model: GPT
+    dir: Path
+    result: TrainResult
+
+
+# --------------------------------------------------------------------------------------------
+# World and base model (cached across runs)
+# --------------------------------------------------------------------------------------------
+
+def world_stage(cfg: ExperimentConfig, cache: Path, progress: Progress = _quiet) -> World:
+    d = cache / f"world-{world_hash(cfg)}"
+    if world_is_current(d, cfg):
+        return load_world(d)
+    progress("world", 0, 1)
+    world = build_world(cfg)
+    save_world(world, cfg, d)
+    progress("world", 1, 1)
+    return world
+
+
+def base_hash(cfg: ExperimentConfig) -> str:
+    return cfg.section_hash("graph", "corpus", "splits", "model", "pretrain")
+
+
+def _step_reporter(progress: Progress, stage: str, total: int):
+    def report(step: int) -> None:
+        progress(stage, step, total)
+    return report
+
+
+def pretrain_stage(cfg: ExperimentConfig, world: World, cache: Path, progress: Progress = _quiet,
+                   bar: bool = False) -> Base:
+    """Pretrain (or load) the base model; export it in Hugging Face format."""
+    d = cache / f"base-{base_hash(cfg)}"
+    vocab = world.corpus.vocab
+    model = build_model(cfg.model, vocab.size, seed=cfg.seed)
+    rows = world.corpus.rows(cfg.model.n_ctx + 1)
+    kg, splits = world.kg, world.splits
+    probe_rng = rngs.stream(cfg.seed, "pretrain/eval-sample")
+    exposed = np.flatnonzero(kg.exposure > 0)
+    sample = np.sort(probe_rng.choice(exposed, min(512, len(exposed)), replace=False))
+    st = statement(vocab, kg.s[sample], kg.r[sample])
+    qa_ids = splits.test["id"]
+    qa = zero_shot(vocab, kg.s[qa_ids], kg.r[qa_ids])
+
+    def evaluate(m, step):
+        progress("pretrain", step, cfg.pretrain.steps)
+        return {"statement_acc": float((answers(m, st) == vocab.entity(kg.a[sample])).mean()),
+                "qa_extraction_id": float((answers(m, qa) == vocab.entity(kg.a[qa_ids])).mean())}
+
+    result = train(model, rows, cfg.pretrain, d / "train", seed=cfg.seed, name="pretrain", evaluate=evaluate,
+                   progress=bar)
+    if not (d / "hf" / "config.json").is_file():
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()
+        export_hf(model, vocab.tokens, d / "hf", pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
+    progress("pretrain", cfg.pretrain.steps, cfg.pretrain.steps)
+    return Base(model, d, result)
+
+
+# --------------------------------------------------------------------------------------------
+# Probing the base model: memorisation, extraction, SliCK
+# --------------------------------------------------------------------------------------------
+
+def memorisation(model, world: World) -> dict:
+    """Statement-form accuracy of every fact, by exposure bucket (the memorisation curve), and
+    zero-shot QA accuracy on statement-only subjects (extraction)."""
+    kg, vocab = world.kg, world.corpus.vocab
+    ids = np.arange(kg.n_facts)
+    ok_st = answers(model, statement(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
+    ok_qa = answers(model, zero_shot(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
+    plain = ~world.qa_subjects[kg.s]
+    buckets = []
+    for lo, hi in EXPOSURE_BUCKETS:
+        m = (kg.exposure >= lo) & (kg.exposure <= hi)
+        buckets.append({"exposure": f"{lo}-{hi}" if hi < 10**9 else f">={lo}", "lo": lo, "hi": hi,
+                        "n": int(m.sum()), "statement_acc": _mean(ok_st[m]),
+                        "qa_acc_statement_only_subjects": _mean(ok_qa[m & plain]),
+                        "qa_acc_qa_subjects": _mean(ok_qa[m & ~plain])})
+    knows = ok_st & plain
+    return {"buckets": buckets,
+            "statement_acc_exposed": _mean(ok_st[kg.exposure > 0]),
+            "statement_acc_never_shown": _mean(ok_st[kg.exposure == 0]),
+            "chance": 1.0 / max(np.bincount(kg.entity_types).max(), 1),
+            "extraction_rate": _mean(ok_qa[knows]),
+            "extraction_rate_definition": "zero-shot QA accuracy on facts of statement-only subjects that "
+                                          "the base model answers in statement form",
+            "qa_acc_statement_only_known": _mean(ok_qa[plain & (kg.exposure >= 5)]),
+            "n_statement_only_facts_known": int(knows.sum()), "fact_ids": ids}
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if len(x) else float("nan")
+
+
+def probe_stage(cfg: ExperimentConfig, world: World, base: Base, out: Path, progress: Progress = _quiet) -> dict:
+    """Memorisation curve, extraction rate and SliCK categories of the base model (cached in `out`)."""
+    f = out / "probe.npz"
+    if f.is_file() and (out / "probe.json").is_file():   # probe.npz is written last
+        z = np.load(f)
+        return json.loads((out / "probe.json").read_text()) | {k: z[k] for k in z.files}
+    progress("probe", 0, 1)
+    kg = world.kg
+    mem = memorisation(base.model, world)
+    # SliCK on every fact of a statement-only subject (the candidates for FT, dev and test sets)
+    cand = np.flatnonzero(~world.qa_subjects[kg.s] & (kg.n_answers() == 1))
+    sk = slick(base.model, kg, world.corpus.vocab, cand, world.splits.demos, cfg.probe, seed=cfg.seed)
+    cat = sk.category
+    table = {}
+    for lo, hi in EXPOSURE_BUCKETS:
+        m = (kg.exposure[cand] >= lo) & (kg.exposure[cand] <= hi)
+        table[f"{lo}-{hi}" if hi < 10**9 else f">={lo}"] = {c: int((cat[m] == c).sum()) for c in
+                                                            ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")}
+    summary = {"memorisation": {k: v for k, v in mem.items() if k != "fact_ids"}, "slick_by_exposure": table,
+               "slick_counts": sk.counts()}
+    write_json(out / "probe.json", summary)
+    write_npz(f, slick_facts=cand, p_greedy=sk.p_greedy, p_sample=sk.p_sample)
+    progress("probe", 1, 1)
+    return summary | {"slick_facts": cand, "p_greedy": sk.p_greedy, "p_sample": sk.p_sample}
+
+
+def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
+    """The splits the fine-tuning study uses: ground truth (exposure) or measured (SliCK) Known."""
+    if cfg.run.known_by == "exposure":
+        return world.splits
+    kg = world.kg
+    known = np.zeros(kg.n_facts, bool)
+    unknown = np.zeros(kg.n_facts, bool)
+    facts = probe["slick_facts"]
+    known[facts] = probe["p_greedy"] > 0                          # HighlyKnown or MaybeKnown
+    unknown[facts] = (probe["p_greedy"] == 0) & (probe["p_sample"] == 0)
+    try:
+        return make_splits(kg, world.qa_subjects, cfg.splits, rngs.stream(cfg.seed, "splits/measured"),
+                           known=known, unknown=unknown)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (Known measured by SliCK on the base model: it knows too little; pretrain "
+                          "longer, shrink the splits, or set run.known_by = 'exposure')") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning
+# --------------------------------------------------------------------------------------------
+
+def qa_rows(world: World, facts: np.ndarray) -> TokenRows:
+    """Fine-tuning rows ``<bos> <q> s Q <a> a`` with the loss on the answer only."""
+    kg, vocab = world.kg, world.corpus.vocab
+    q = zero_shot(vocab, kg.s[facts], kg.r[facts]).tokens
+    tokens = np.concatenate([q, vocab.entity(kg.a[facts])[:, None]], 1)         # [n, 6]
+    mask = np.zeros_like(tokens, bool)
+    mask[:, -1] = True
+    assert not (tokens == PAD).any()
+    return TokenRows(tokens, mask)
+
+
+def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Splits, which: str, out: Path,
+                   progress: Progress = _quiet, bar: bool = False) -> dict:
+    """Fine-tune a copy of the base model on FT-Known or FT-Unknown (`which` = "known"/"unknown").
+
+    Evaluates every ``finetune.eval_every`` steps: dev accuracy (the Early Stop criterion), the
+    accuracy on (a sample of) each fine-tuning set (the fitting curves) and on the ID test set.
+    Convergence is the step budget ``finetune.steps``; the first step at which the training set was
+    fitted is recorded."""
+    kg, vocab = world.kg, world.corpus.vocab
+    facts = splits.ft_known if which == "known" else splits.ft_unknown
+    model = load_model(base.dir / "train" / "con.safetensors")
+    sample_rng = rngs.stream(cfg.seed, "finetune/eval-sample")
+    k_eval = min(cfg.run.ft_eval_facts, len(splits.ft_known))
+    probes = {"dev_acc": splits.dev, "id_acc": splits.test["id"],
+              "ft_known_acc": np.sort(sample_rng.choice(splits.ft_known, k_eval, replace=False)),
+              "ft_unknown_acc": np.sort(sample_rng.choice(splits.ft_unknown, k_eval, replace=False)),
+              "train_acc": facts}
+    batches = {k: (zero_shot(vocab, kg.s[v], kg.r[v]), vocab.entity(kg.a[v])) for k, v in probes.items()}
+
+    def evaluate(m, step):
+        progress(f"ft-{which}", step, cfg.finetune.steps)
+        return {k: float((answers(m, b) == a).mean()) for k, (b, a) in batches.items()}
+
+    name = f"finetune-{which}"
+    result = train(model, qa_rows(world, facts), cfg.finetune, out / f"ft-{which}", seed=cfg.seed, name=name,
+                   evaluate=evaluate, select_metric="dev_acc", progress=bar)
+    curve = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    curve = [row for row in curve if "dev_acc" in row]
+    fitted = next((row["step"] for row in curve if row["train_acc"] >= 1.0), None)
+    progress(f"ft-{which}", cfg.finetune.steps, cfg.finetune.steps)
+    return {"es_step": result.es_step, "es_dev_acc": result.es_metric, "final_step": result.final_step,
+            "first_fitted_step": fitted, "curve": curve, "es_path": str(result.es_path),
+            "con_path": str(result.con_path)}
+
+
+def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    return replace(cfg, seed=seed)

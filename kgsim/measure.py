@@ -1,0 +1,115 @@
+"""Measure every edge set of a seed: model × stage × split × prompt (science.md §3 step 8).
+
+Splits are the structural test sets (ID, Near-ID, Open-World) and, as in the paper, buckets of the
+same test facts by the cosine similarity of each query's representation (the base model's last
+hidden state of the zero-shot question) to the fine-tuning queries' representations (nearest
+neighbour over FT-Known ∪ FT-Unknown, so both models are scored on the same buckets).
+
+Prompts: zero-shot, k-shot for every k of ``prompts.k_shots`` (the same demonstrations for every
+model, drawn once per split and k), and on the 2-hop set: ``direct-2hop`` and ``cot``, plus the
+zero-shot one-hop edge sets of the hop facts (for the path-connectivity prediction).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import rng as rngs
+from .config import ExperimentConfig
+from .edges import EdgeSet
+from .model import GPT, load_model
+from .probe import answers, edges_from_batch
+from .prompts import (cot_first_hop, cot_second_hop, direct_two_hop, draw_demonstrations, k_shot,
+                      two_hop_demos, zero_shot)
+from .splits import Splits, fact_index
+from .world import World
+
+MODELS = ("ft-known", "ft-unknown")
+STAGES = ("es", "con")
+
+
+@torch.no_grad()
+def query_repr(model: GPT, world: World, facts: np.ndarray) -> torch.Tensor:
+    """float32 [n, C]: the model's last hidden state of each fact's zero-shot question, unit norm."""
+    kg, v = world.kg, world.corpus.vocab
+    toks = torch.as_tensor(zero_shot(v, kg.s[facts], kg.r[facts]).tokens)
+    model.eval()
+    h = torch.cat([model.hidden(toks[i:i + 8192])[0][:, -1].float() for i in range(0, len(toks), 8192)])
+    return torch.nn.functional.normalize(h, dim=-1)
+
+
+def similarity_buckets(base: GPT, world: World, splits: Splits, n_buckets: int) -> tuple[dict, np.ndarray]:
+    """Test facts (all structural splits pooled) bucketed by max cosine similarity to the FT queries.
+    Returns ({bucket name: fact ids}, similarity per pooled fact)."""
+    pooled = np.concatenate([splits.test[k] for k in ("id", "near-id", "open-world")])
+    ft = np.concatenate([splits.ft_known, splits.ft_unknown])
+    sim = (query_repr(base, world, pooled) @ query_repr(base, world, ft).T).max(1).values.numpy()
+    order = np.argsort(-sim, kind="stable")
+    names = sim_bucket_names(n_buckets)
+    return {name: np.sort(pooled[part]) for name, part in zip(names, np.array_split(order, n_buckets))}, sim
+
+
+def sim_bucket_names(n: int) -> list[str]:
+    """'sim-1' is the most similar quantile to the fine-tuning data, 'sim-n' the least."""
+    return [f"sim-{i + 1}" for i in range(n)]
+
+
+def _two_hop_pool(world: World) -> np.ndarray:
+    """2-hop rows of QA subjects with both hops exposed: demonstrations for 2-hop prompts."""
+    kg = world.kg
+    rows = kg.two_hop()
+    idx = fact_index(kg)
+    f1, f2 = idx(rows[:, 0], rows[:, 1], rows[:, 3]), idx(rows[:, 3], rows[:, 2], rows[:, 4])
+    keep = world.qa_subjects[rows[:, 0]] & (kg.exposure[f1] > 0) & (kg.exposure[f2] > 0)
+    return rows[keep]
+
+
+def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT, ft_paths: dict,
+                 progress=lambda *a: None) -> dict:
+    """All edge sets of one seed. `ft_paths[(model, stage)]` is a safetensors path.
+    Returns {"edge_sets": [EdgeSet], "two_hop": {...}, "splits": {name: fact ids}}."""
+    kg, v = world.kg, world.corpus.vocab
+    test = {k: splits.test[k] for k in ("id", "near-id", "open-world")}
+    buckets, _ = similarity_buckets(base, world, splits, cfg.run.sim_buckets)
+    test |= buckets
+    prompts = {}
+    for name, facts in test.items():
+        s, r = kg.s[facts], kg.r[facts]
+        prompts[(name, "zero-shot")] = zero_shot(v, s, r)
+        for k in cfg.prompts.k_shots:
+            demo = draw_demonstrations(r, k, splits.demos, rngs.stream(cfg.seed, f"prompts/{name}/{k}"))
+            prompts[(name, f"{k}-shot")] = k_shot(v, s, r, demo, kg)
+    rows = splits.two_hop
+    two_hop_prompts = None
+    if cfg.prompts.cot and len(rows):
+        pool = _two_hop_pool(world)
+        k = min(cfg.prompts.cot_shots, len(pool))
+        demo_rows = pool[two_hop_demos(pool, rows[:, 1], rows[:, 2], k, rngs.stream(cfg.seed, "prompts/2hop"))]
+        idx = fact_index(kg)
+        hop1, hop2 = idx(rows[:, 0], rows[:, 1], rows[:, 3]), idx(rows[:, 3], rows[:, 2], rows[:, 4])
+        two_hop_prompts = (direct_two_hop(v, rows, demo_rows), cot_first_hop(v, rows, demo_rows), hop1, hop2)
+
+    models = {("base", "-"): base} | {key: load_model(path) for key, path in ft_paths.items()}
+    edge_sets, two_hop = [], {"rows": rows, "hop1": None, "hop2": None, "measured": {}}
+    for i, ((model_name, stage), model) in enumerate(models.items()):
+        progress("measure", i, len(models))
+        label = model_name if stage == "-" else f"{model_name}/{stage}"
+        for (split, pname), batch in prompts.items():
+            es = edges_from_batch(model, kg, v, test[split], batch, model_name=label, test_set=split)
+            edge_sets.append(es)
+        if two_hop_prompts is not None:
+            direct, first, hop1, hop2 = two_hop_prompts
+            ids = np.arange(len(rows))
+            ok_direct = answers(model, direct) == v.entity(rows[:, 4])
+            m_hat = answers(model, first)
+            second = cot_second_hop(v, first, rows, m_hat)
+            ok_cot = answers(model, second) == v.entity(rows[:, 4])
+            two_hop["hop1"], two_hop["hop2"] = hop1, hop2
+            one_hop = np.concatenate([hop1, hop2])
+            e1 = edges_from_batch(model, kg, v, one_hop, zero_shot(v, kg.s[one_hop], kg.r[one_hop]),
+                                  model_name=label, test_set="2hop-hops")
+            edge_sets += [EdgeSet(ids, ok_direct, model=label, prompt="direct-2hop", test_set="2hop"),
+                          EdgeSet(ids, ok_cot, model=label, prompt="cot", test_set="2hop",
+                                  meta={"bridge_correct": float((m_hat == v.entity(rows[:, 3])).mean())}), e1]
+    progress("measure", len(models), len(models))
+    return {"edge_sets": edge_sets, "two_hop": two_hop, "splits": {k: v_.tolist() for k, v_ in test.items()}}

@@ -1,0 +1,146 @@
+"""Probing: which facts a model answers under a prompt (EdgeSet), and SliCK categories.
+
+All probing is batched: a prompt family gives equal-length token rows, so each pass is one dense
+forward over many queries, with the LM head applied at the last position only. The model's answer
+is the argmax over the whole vocabulary at that position (a non-entity token is a wrong answer);
+it is correct when :meth:`KnowledgeGraph.is_correct` accepts it (any true answer of (s, r)).
+
+SliCK (Gekhman et al. 2024): over ``n_exemplar_sets`` independent sets of ``n_shots``
+demonstrations, P_greedy is the share of sets whose greedy answer is correct and P_sample the
+share of ``n_samples`` temperature-``temperature`` samples per set that are. Categories:
+HighlyKnown (P_greedy = 1), MaybeKnown (0 < P_greedy < 1), WeaklyKnown (P_greedy = 0 < P_sample),
+Unknown (both 0). Coarse Known = P_greedy > 0 or P_sample > 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .config import ProbeConfig
+from .corpus import Vocabulary
+from .edges import EdgeSet
+from .graph import KnowledgeGraph
+from .prompts import PromptBatch, draw_demonstrations, k_shot, zero_shot
+
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 16, bf16: bool = False) -> torch.Tensor:
+    """float32 [n, V]: the logits after the last token of each row of `tokens` [n, T].
+
+    Works with kgsim's GPT (hidden states + LM head at the last position only) and with any
+    Hugging Face causal LM (``model(input_ids).logits[:, -1]``)."""
+    model.eval()
+    dev = _device(model)
+    n, T = tokens.shape
+    rows = max(1, tokens_per_batch // max(T, 1))
+    out = []
+    for i in range(0, n, rows):
+        idx = torch.as_tensor(tokens[i:i + rows], dtype=torch.long, device=dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            if hasattr(model, "hidden"):
+                h, _ = model.hidden(idx)                         # [b, T, C]
+                logits = model.lm_head(h[:, -1])                 # [b, V]
+            else:
+                logits = model(input_ids=idx).logits[:, -1]      # [b, V]
+        out.append(logits.float())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def answers(model, batch: PromptBatch, **kw) -> np.ndarray:
+    """int64 [n]: the greedy answer token after each prompt row."""
+    return last_logits(model, batch.tokens, **kw).argmax(-1).cpu().numpy()
+
+
+def correct_of(kg: KnowledgeGraph, vocab: Vocabulary, s: np.ndarray, r: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """bool [n]: answer token tokens[i] names a true answer of (s[i], r[i])."""
+    ent = tokens - vocab.entity_offset
+    is_entity = (ent >= 0) & (ent < vocab.n_entities)
+    return is_entity & kg.is_correct(s, r, np.where(is_entity, ent, 0))
+
+
+def edges_from_batch(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, batch: PromptBatch, *,
+                     model_name: str = "", test_set: str = "", weights: np.ndarray | None = None, **kw) -> EdgeSet:
+    """E(θ, P) over test facts `facts` for a prompt batch built for exactly those facts."""
+    facts = np.asarray(facts, np.int64)
+    guess = answers(model, batch, **kw)
+    ok = correct_of(kg, vocab, kg.s[facts], kg.r[facts], guess)
+    meta = {"induced": batch.induced.tolist()} if batch.induced.size and len(facts) <= 10_000 else {}
+    return EdgeSet(facts, ok, model=model_name, prompt=batch.name, test_set=test_set, weights=weights, meta=meta)
+
+
+def accessible_edges(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, k: int = 0, *,
+                     demos: dict[int, np.ndarray] | None = None, rng: np.random.Generator | None = None,
+                     model_name: str = "", test_set: str = "", **kw) -> EdgeSet:
+    """E(θ, P) for the zero-shot question (k = 0) or a k-shot prompt whose demonstrations of the
+    same relation are drawn (per query, from `demos`, with `rng`); the demonstrations are kept as
+    the prompt's induced edge set."""
+    facts = np.asarray(facts, np.int64)
+    s, r = kg.s[facts], kg.r[facts]
+    if k == 0:
+        batch = zero_shot(vocab, s, r)
+    else:
+        if demos is None or rng is None:
+            raise ValueError("a k-shot prompt needs `demos` and `rng`")
+        batch = k_shot(vocab, s, r, draw_demonstrations(r, k, demos, rng, exclude=facts), kg)
+    return edges_from_batch(model, kg, vocab, facts, batch, model_name=model_name, test_set=test_set, **kw)
+
+
+@dataclass(frozen=True)
+class SliCK:
+    facts: np.ndarray          # int64 [n]
+    p_greedy: np.ndarray       # float [n]
+    p_sample: np.ndarray       # float [n]
+
+    @property
+    def category(self) -> np.ndarray:
+        """object [n]: one of CATEGORIES per fact."""
+        cat = np.full(len(self.facts), "Unknown", dtype=object)
+        cat[self.p_sample > 0] = "WeaklyKnown"
+        cat[self.p_greedy > 0] = "MaybeKnown"
+        cat[self.p_greedy == 1] = "HighlyKnown"
+        return cat
+
+    @property
+    def known(self) -> np.ndarray:
+        """Coarse Known: any exemplar set or sample answered correctly."""
+        return (self.p_greedy > 0) | (self.p_sample > 0)
+
+    def counts(self) -> dict[str, int]:
+        cat = self.category
+        return {c: int((cat == c).sum()) for c in CATEGORIES}
+
+
+def slick(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, demos: dict[int, np.ndarray],
+          cfg: ProbeConfig, seed: int, **kw) -> SliCK:
+    """SliCK categories of `facts` under the model (see the module docstring). Demonstrations and
+    samples come from the ``probe`` streams of `seed`."""
+    from .rng import stream, torch_generator
+
+    facts = np.asarray(facts, np.int64)
+    s, r = kg.s[facts], kg.r[facts]
+    rng = stream(seed, "probe/exemplars")
+    gen = torch_generator(seed, "probe/samples")
+    greedy = np.zeros(len(facts))
+    sampled = np.zeros(len(facts))
+    for _ in range(cfg.n_exemplar_sets):
+        if cfg.n_shots:
+            batch = k_shot(vocab, s, r, draw_demonstrations(r, cfg.n_shots, demos, rng, exclude=facts), kg)
+        else:
+            batch = zero_shot(vocab, s, r)
+        logits = last_logits(model, batch.tokens, **kw)                        # [n, V]
+        greedy += correct_of(kg, vocab, s, r, logits.argmax(-1).numpy())
+        if cfg.n_samples and len(facts):
+            probs = torch.softmax(logits / cfg.temperature, -1)
+            draws = torch.multinomial(probs, cfg.n_samples, replacement=True, generator=gen).numpy()  # [n, S]
+            for j in range(cfg.n_samples):
+                sampled += correct_of(kg, vocab, s, r, draws[:, j])
+    return SliCK(facts, greedy / cfg.n_exemplar_sets,
+                 sampled / max(cfg.n_exemplar_sets * cfg.n_samples, 1))

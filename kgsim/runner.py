@@ -1,0 +1,236 @@
+"""`kgsim run`: the whole protocol over several seeds, in parallel processes, into one run directory.
+
+Run directory::
+
+    DIR/config.toml            the resolved config (a rerun with another config is refused)
+    DIR/seed-S/                per seed: probe.json/.npz, ft-known/, ft-unknown/ (training dirs with
+                               metrics.jsonl, es/con weights), edges.json, results.json
+    DIR/results.json           every figure per seed and aggregated (95% intervals), observations,
+                               config, seeds, versions, git commit
+    DIR/report.md, DIR/figures/*.png
+
+Worlds and base models live in the cache (default ``DIR/../.kgsim-cache``, or ``--cache``), keyed
+by config hash, and are shared by every run that matches.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import ExperimentConfig, from_dict, replace, to_dict, to_toml
+from .io import write_json, write_text
+
+RESULT_VERSION = 1
+
+
+class RunDirError(ValueError):
+    """The output directory holds another run's files."""
+
+
+def protocol_dict(cfg: ExperimentConfig) -> dict:
+    """The config without what does not change a seed's numbers (which seeds, how many workers)."""
+    d = to_dict(cfg)
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers")}
+    d.pop("seed")
+    return d
+
+
+def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> None:
+    """Refuse a directory holding another run; write config.toml for a new one."""
+    f = out / "config.toml"
+    if f.is_file():
+        from .config import tomllib
+        try:
+            old = from_dict(tomllib.loads(f.read_text()))
+        except Exception as e:  # noqa: BLE001 - any unreadable config is "another run"
+            raise RunDirError(f"--out = {str(out)!r}: its config.toml cannot be read ({e})") from None
+        if protocol_dict(old) != protocol_dict(cfg):
+            changed = sorted(_diff(protocol_dict(old), protocol_dict(cfg)))
+            raise RunDirError(f"--out = {str(out)!r} holds another run's files (its config differs in "
+                              f"{', '.join(changed[:4])}); choose another --out")
+    elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+        raise RunDirError(f"--out = {str(out)!r} holds other files and no kgsim config.toml; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(f, to_toml(cfg))
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = set(a) | set(b)
+    out = []
+    for k in keys:
+        if isinstance(a.get(k), dict) and isinstance(b.get(k), dict):
+            out += _diff(a[k], b[k], f"{prefix}{k}.")
+        elif a.get(k) != b.get(k):
+            out.append(f"{prefix}{k}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One seed
+# --------------------------------------------------------------------------------------------
+
+def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progress=lambda *a: None) -> dict:
+    """Every stage of one seed; returns (and writes) the seed's results."""
+    from .edges import EdgeSet
+    from .experiment import finetune_stage, ft_splits, pretrain_stage, probe_stage, world_stage
+    from .measure import measure_seed, sim_bucket_names
+    from .results import seed_figures
+
+    cfg = replace(cfg, seed=seed)
+    out = run_dir / f"seed-{seed}"
+    done = out / "results.json"
+    key = protocol_dict(cfg) | {"seed": seed}
+    if done.is_file():
+        res = json.loads(done.read_text())
+        if res.get("key") == key:
+            progress("cached", 1, 1)
+            return res
+    timing = {}
+    t0 = time.perf_counter()
+    world = world_stage(cfg, cache, progress)
+    base = pretrain_stage(cfg, world, cache, progress)
+    timing["pretrain_s"] = base.result.wall_time_s
+    probe = probe_stage(cfg, world, base, out, progress)
+    splits = ft_splits(cfg, world, probe)
+    ft = {f"ft-{w}": finetune_stage(cfg, world, base, splits, w, out, progress) for w in ("known", "unknown")}
+    paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in ("es", "con")}
+    meas = measure_seed(cfg, world, splits, base.model, paths, progress)
+    edge_sets: list[EdgeSet] = meas["edge_sets"]
+    write_json(out / "edges.json", {"edge_sets": [e.to_json() for e in edge_sets],
+                                    "two_hop": meas["two_hop"], "splits": meas["splits"]})
+    figs = seed_figures(edge_sets)
+    res = {"key": key, "seed": seed, "version": RESULT_VERSION, **figs,
+           "base": {k: v for k, v in probe.items() if not isinstance(v, np.ndarray)},
+           "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},
+           "two_hop": _two_hop_summary(edge_sets, meas["two_hop"]),
+           "checks": _checks(edge_sets, meas["two_hop"]),
+           "sim_buckets": sim_bucket_names(cfg.run.sim_buckets),
+           "timing": timing | {"seed_total_s": time.perf_counter() - t0}}
+    write_json(done, res)
+    return res
+
+
+def _two_hop_summary(edge_sets, two_hop) -> dict:
+    """Per model: direct and CoT 2-hop accuracy, bridge accuracy, and the CoT accuracy predicted
+    from the zero-shot one-hop edge sets of the hop facts (path connectivity)."""
+    out = {}
+    rows = two_hop["rows"]
+    n = len(rows)
+    if not n:
+        return out
+    by = {(e.model, e.test_set, e.prompt): e for e in edge_sets}
+    for (model, split, prompt), e in by.items():
+        if split != "2hop-hops":
+            continue
+        hop1, hop2 = e.correct[:n], e.correct[n:]
+        cot, direct = by[(model, "2hop", "cot")], by[(model, "2hop", "direct-2hop")]
+        out[model] = {"direct": direct.fact(), "cot": cot.fact(), "predicted_cot": float((hop1 & hop2).mean()),
+                      "bridge": cot.meta.get("bridge_correct"), "hop1": float(hop1.mean()),
+                      "hop2": float(hop2.mean())}
+    return out
+
+
+def _checks(edge_sets, two_hop) -> list[dict]:
+    """The theory's statements held against this seed's edge sets (proofs.statements.check_run)."""
+    try:
+        from proofs.statements import check_edge_sets
+    except ImportError:
+        return []
+    return [c.to_json() for c in check_edge_sets(edge_sets, two_hop)]
+
+
+# --------------------------------------------------------------------------------------------
+# Several seeds in parallel
+# --------------------------------------------------------------------------------------------
+
+_QUEUE = None
+
+
+def _init_worker(queue, threads: int) -> None:
+    global _QUEUE
+    _QUEUE = queue
+    try:                                                    # die with the parent (SIGKILL included)
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _worker(args) -> dict:
+    cfg_dict, seed, run_dir, cache = args
+    cfg = from_dict(cfg_dict)
+
+    def progress(stage, done, total):
+        _QUEUE.put((seed, stage, done, total))
+    try:
+        return {"ok": run_seed(cfg, seed, Path(run_dir), Path(cache), progress)}
+    except Exception as e:  # noqa: BLE001 - reported by the parent as one line
+        import traceback
+        return {"error": f"seed {seed}: {type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+
+
+def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Path, show: bool = True) -> list[dict]:
+    """Run `seeds` in up to ``cfg.run.workers`` processes (one torch thread each), with a progress
+    bar per seed. Raises RuntimeError naming the seed if one fails."""
+    from tqdm import tqdm
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    workers = max(1, min(cfg.run.workers, len(seeds), os.cpu_count() or 1))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    bars = {s: tqdm(total=1, desc=f"seed {s}: waiting", position=i, leave=True, disable=not show,
+                    bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]")
+            for i, s in enumerate(seeds)}
+    jobs = [(to_dict(cfg), s, str(run_dir), str(cache)) for s in seeds]
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue, threads)) as pool:
+        pending = pool.map_async(_worker, jobs)
+        while True:
+            try:
+                while True:
+                    seed, stage, done, total = queue.get(timeout=0.2)
+                    bar = bars[seed]
+                    if bar.total != total or not bar.desc.endswith(stage):
+                        bar.set_description_str(f"seed {seed}: {stage}", refresh=False)
+                        bar.reset(total=total)
+                    bar.n = done
+                    bar.refresh()
+            except Exception:  # queue.Empty
+                pass
+            if pending.ready():
+                break
+        results = pending.get()
+    for b in bars.values():
+        b.close()
+    for r in results:
+        if "error" in r:
+            (run_dir / "error.log").write_text(r["traceback"])
+            raise RuntimeError(f"{r['error']} (traceback in {run_dir / 'error.log'})")
+    return [r["ok"] for r in results]
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    from . import __version__
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
+                                    cwd=Path(__file__).parent, timeout=5).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    return {"kgsim": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": np.__version__, "platform": platform.platform(),
+            "git_commit": commit, "git_dirty": dirty, "argv": sys.argv}
