@@ -1,0 +1,16 @@
+"""The factuality-gap study on real Hugging Face causal LMs (science.md §1), offline and local.
+
+Modules (importing this package loads none of them, nor torch):
+
+- :mod:`llm_bridge.models`     load a local causal LM + tokenizer; tiny Llama-layout models for tests
+- :mod:`llm_bridge.generation` batched left-padded greedy / seeded-sampled generation, embeddings
+- :mod:`llm_bridge.verbalize`  kgsim graphs <-> questions, answers, statements (versioned templates)
+- :mod:`llm_bridge.datasets`   EntityQuestions, PopQA, MMLU-style CSV, synthetic -> :class:`QAExample`
+- :mod:`llm_bridge.matching`   normalised exact match and containment, as the datasets score
+- :mod:`llm_bridge.prompts`    the one Q/A prompt format: zero-shot, k-shot, CoT, direct 2-hop
+- :mod:`llm_bridge.known`      SliCK categories (HighlyKnown .. Unknown) by few-shot probing
+- :mod:`llm_bridge.finetune`   Trainer fine-tuning (full / LoRA) with ES and Con. checkpoints
+- :mod:`llm_bridge.evaluate`   accessible edges per (model, stage, split, prompt) as kgsim EdgeSets
+- :mod:`llm_bridge.config`     the frozen BridgeConfig tree, presets and ``key=value`` overrides
+- :mod:`llm_bridge.pipeline`   ``run_bridge``: categorise -> fine-tune -> evaluate, cached and resumable
+"""

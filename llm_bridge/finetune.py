@@ -1,0 +1,311 @@
+"""Fine-tuning a causal LM on question-answer examples: full or LoRA, with Early Stop and
+Convergence checkpoints (science.md §1: FT-Known / FT-Unknown at ES and Con.).
+
+:func:`finetune` trains with the transformers ``Trainer`` on ``Q: question\\nA: answer\\n``
+examples (loss on the answer tokens only). A :class:`DevAccuracyCallback` measures
+**generation-based** dev accuracy (greedy, zero-shot, the same matching as evaluation) every
+``eval_every`` optimiser steps and at the last step, and saves the best-so-far model (earliest step
+on ties) as the **ES** checkpoint; the model after the last step is the **Con.** checkpoint, whose
+fit to the training set is measured and recorded. Checkpoints are safetensors: the whole model for
+``method="full"``, the adapter for ``method="lora"`` (plus ``bridge_checkpoint.json`` naming the base
+model); :func:`load_checkpoint` loads either (LoRA merged into the base for fast inference).
+
+Randomness: the Trainer seeds its own data order (and dropout) from ``args.seed``, derived from the
+run seed by ``kgsim.rng.torch_seed(seed, "finetune")`` (the Trainer's ``set_seed`` is the one global
+seeding, at this fine-tuning boundary); LoRA ``A`` matrices are drawn from a seeded generator.
+
+Multi-GPU (data parallel). :func:`finetune` runs unchanged under a launcher, one process per GPU::
+
+    accelerate launch --num_processes 4 -m kgsim.cli bridge run --model DIR ... --out RUN
+    torchrun --nproc_per_node 4 -m kgsim.cli bridge run --model DIR ... --out RUN
+
+(or any script that calls :func:`llm_bridge.pipeline.run_bridge` or :func:`finetune`).
+
+Every process loads the model and the Trainer wraps it in DDP; every process computes the same
+greedy dev accuracy (so all agree on the best step) and only the main process writes checkpoints and
+``finetune.json``. Sharded training (FSDP, DeepSpeed ZeRO-3) is not supported: the dev callback
+generates with the unwrapped model. The pipeline's other stages (SliCK probing, evaluation) run on
+the main process; run them once single-process first (``run_bridge(..., until="categorise")``) so
+the launched run finds them cached.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from kgsim.config import ConfigError
+from kgsim.rng import torch_generator, torch_seed
+
+from . import prompts
+from .datasets import QAExample
+from .generation import generate
+from .matching import MATCH_MODES, is_correct
+from .models import load_model, load_tokenizer
+
+METHODS = ("full", "lora")
+CHECKPOINT_INFO = "bridge_checkpoint.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run (applied identically to FT-Known and FT-Unknown)."""
+
+    method: str = "full"                # full | lora
+    epochs: float = 10.0                # training length (Con.) unless max_steps > 0
+    max_steps: int = 0
+    batch_size: int = 8                 # per device
+    grad_accum: int = 1
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler: str = "constant"      # any transformers scheduler name
+    eval_every: int = 10                # optimiser steps between dev evaluations (Early Stop granularity)
+    eval_batch_size: int = 32
+    max_new_tokens: int = 16
+    max_length: int = 256               # tokens per training example
+    fit_eval_size: int = 256            # training examples scored at Con. to report the fit
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: str = "all-linear"    # or comma-separated module names, e.g. "q_proj,v_proj"
+    bf16: bool = False
+    activation_checkpointing: bool = False  # (gradient checkpointing) trade compute for memory
+    match: str = "em"
+
+    def validate(self, p: str = "finetune") -> None:
+        def fail(key: str, why: str):
+            raise ConfigError(f"{p}.{key} = {getattr(self, key)!r}: {why}")
+
+        if self.method not in METHODS:
+            fail("method", f"choose one of {list(METHODS)}")
+        if self.match not in MATCH_MODES:
+            fail("match", f"choose one of {list(MATCH_MODES)}")
+        for key in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "max_new_tokens", "max_length",
+                    "fit_eval_size", "lora_r", "lora_alpha"):
+            if getattr(self, key) < 1:
+                fail(key, "must be >= 1")
+        for key in ("max_steps", "warmup_steps"):
+            if getattr(self, key) < 0:
+                fail(key, "must be >= 0")
+        for key in ("epochs", "lr"):
+            if not (math.isfinite(getattr(self, key)) and getattr(self, key) > 0):
+                fail(key, "must be a finite number > 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            fail("weight_decay", "must be a finite number >= 0")
+        if not 0 <= self.lora_dropout < 1:
+            fail("lora_dropout", "must lie in [0, 1)")
+        if not self.lora_targets.strip():
+            fail("lora_targets", "name 'all-linear' or some modules")
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+
+def encode_example(tokenizer, example: QAExample, max_length: int) -> dict:
+    """Token ids of prompt + target, with labels -100 on the prompt (loss on the answer only)."""
+    prompt, target = prompts.finetune_pair(example)
+    p_ids = tokenizer(prompt)["input_ids"]
+    ids = tokenizer(prompt + target)["input_ids"]
+    n = 0
+    while n < min(len(p_ids), len(ids)) and p_ids[n] == ids[n]:   # shared prefix (merges may cross the seam)
+        n += 1
+    ids = ids[:max_length]
+    labels = [-100] * min(n, len(ids)) + ids[n:]
+    return {"input_ids": ids, "labels": labels}
+
+
+class QADataset(torch.utils.data.Dataset):
+    def __init__(self, examples: Sequence[QAExample], tokenizer, max_length: int):
+        self.items = [encode_example(tokenizer, e, max_length) for e in examples]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+class PadCollator:
+    """Right-pads a batch: input_ids [B, T], attention_mask [B, T], labels [B, T] (-100 on pads)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict]) -> dict:
+        width = max(len(b["input_ids"]) for b in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, b in enumerate(batch):
+            n = len(b["input_ids"])
+            ids[i, :n] = torch.tensor(b["input_ids"])
+            labels[i, :n] = torch.tensor(b["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def accuracy(model, tokenizer, examples: Sequence[QAExample], *, match: str = "em", batch_size: int = 32,
+             max_new_tokens: int = 16) -> float:
+    """Share of examples answered correctly under the zero-shot prompt, greedy decoding."""
+    if not examples:
+        return 0.0
+    outs = generate(model, tokenizer, [prompts.zero_shot(e.question) for e in examples],
+                    max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return sum(is_correct(o, e.answers, match, choices=e.choices) for o, e in zip(outs, examples)) / len(examples)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+def save_checkpoint(model, tokenizer, out_dir: str | Path, info: dict) -> Path:
+    """Save model (or LoRA adapter) + tokenizer as safetensors, and `info` as bridge_checkpoint.json."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / CHECKPOINT_INFO).write_text(json.dumps(info, indent=1))
+    return out
+
+
+def load_checkpoint(ckpt_dir: str | Path, dtype: str = "auto", device: str | None = "auto"):
+    """``(model, tokenizer)`` of an ES or Con. checkpoint (a LoRA adapter is merged into its base).
+
+    Raises:
+        FileNotFoundError: not a checkpoint written by :func:`finetune`.
+    """
+    d = Path(ckpt_dir)
+    if not (d / CHECKPOINT_INFO).is_file():
+        raise FileNotFoundError(f"{d}: no {CHECKPOINT_INFO} (not a bridge checkpoint)")
+    info = json.loads((d / CHECKPOINT_INFO).read_text())
+    if info["method"] != "lora":
+        return load_model(d, dtype=dtype, device=device)
+    from peft import PeftModel
+
+    base, _ = load_model(info["base_model"], dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(base, str(d)).merge_and_unload()
+    model.eval()
+    return model, load_tokenizer(d)
+
+
+class DevAccuracyCallback:
+    """TrainerCallback: dev accuracy every `eval_every` steps and at the end; saves the best (ES)."""
+
+    def __init__(self, dev: Sequence[QAExample], tokenizer, cfg: FinetuneConfig, es_dir: Path, info: dict):
+        self.dev, self.tokenizer, self.cfg, self.es_dir, self.info = dev, tokenizer, cfg, es_dir, info
+        self.history: list[dict] = []
+        self.best_acc, self.best_step = -1.0, -1
+
+    def _evaluate(self, state, model) -> None:
+        acc = accuracy(model, self.tokenizer, self.dev, match=self.cfg.match, batch_size=self.cfg.eval_batch_size,
+                       max_new_tokens=self.cfg.max_new_tokens)
+        self.history.append({"step": state.global_step, "epoch": state.epoch, "dev_acc": acc, "loss": None})
+        if acc > self.best_acc:                              # strict: the earliest best step is kept
+            self.best_acc, self.best_step = acc, state.global_step
+            if state.is_world_process_zero:
+                save_checkpoint(model, self.tokenizer, self.es_dir,
+                                {**self.info, "stage": "es", "step": state.global_step, "dev_acc": acc})
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # the Trainer logs the mean training loss since its last log right after on_step_end
+        if logs and "loss" in logs and self.history and self.history[-1]["step"] == state.global_step:
+            self.history[-1]["loss"] = float(logs["loss"])
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.cfg.eval_every == 0:
+            self._evaluate(state, model)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if not self.history or self.history[-1]["step"] != state.global_step:
+            self._evaluate(state, model)
+
+
+def _callback(dev, tokenizer, cfg, es_dir, info):
+    """A DevAccuracyCallback that is also a transformers TrainerCallback (imported lazily)."""
+    from transformers import TrainerCallback
+
+    cls = type("DevAccuracyTrainerCallback", (DevAccuracyCallback, TrainerCallback), {})
+    return cls(dev, tokenizer, cfg, es_dir, info)
+
+
+def _add_lora(model, cfg: FinetuneConfig, seed: int):
+    from peft import LoraConfig, get_peft_model
+
+    targets = "all-linear" if cfg.lora_targets.strip() == "all-linear" else [
+        t.strip() for t in cfg.lora_targets.split(",") if t.strip()]
+    model = get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                             lora_dropout=cfg.lora_dropout, target_modules=targets))
+    g = torch_generator(seed, "lora-init")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_A" in name:                                       # kaiming-uniform bound, a = sqrt(5)
+                bound = 1.0 / math.sqrt(p.shape[1])
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+    return model
+
+
+def _checkpointing(args_cls, cfg: FinetuneConfig) -> dict:
+    """The activation-checkpointing argument under its name in this transformers version (renamed
+    from ``gradient_checkpointing`` during 5.x); nothing when it is off."""
+    if not cfg.activation_checkpointing:
+        return {}
+    fields = getattr(args_cls, "__dataclass_fields__", {})
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": True}
+
+
+def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QAExample], cfg: FinetuneConfig,
+             out_dir: str | Path, *, seed: int = 0, dtype: str = "auto", progress: bool = False) -> dict:
+    """Fine-tune the model in `model_dir` on `train`; write ``out_dir/es``, ``out_dir/con`` and
+    ``out_dir/finetune.json``.
+
+    Returns:
+        ``{"method", "n_train", "n_dev", "steps", "es_step", "es_dev_acc", "con_step",
+        "con_dev_acc", "con_train_acc", "history": [{"step", "epoch", "dev_acc", "loss"}, ...]}``
+        (``loss``: the Trainer's mean training loss since its previous log, logged every
+        ``eval_every`` steps; None where an evaluation falls between logs, e.g. the last step).
+
+    Raises:
+        ConfigError: an invalid `cfg`. ValueError: empty `train` or `dev`.
+    """
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+
+    cfg.validate()
+    if not train or not dev:
+        raise ValueError(f"fine-tuning needs training and dev examples (got {len(train)} and {len(dev)})")
+    out = Path(out_dir)
+    model, tok = load_model(model_dir, dtype=dtype, device=None)
+    if cfg.method == "lora":
+        model = _add_lora(model, cfg, seed)
+    info = {"base_model": str(Path(model_dir).resolve()), "method": cfg.method, "config": asdict(cfg), "seed": seed}
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps if cfg.max_steps > 0 else -1, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps, lr_scheduler_type=cfg.lr_scheduler, logging_steps=cfg.eval_every,
+        save_strategy="no", eval_strategy="no", report_to="none", seed=torch_seed(seed, "finetune") % (2**31 - 1),
+        bf16=cfg.bf16, remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(), **_checkpointing(TrainingArguments, cfg))
+    cb = _callback(dev, tok, cfg, out / "es", info)
+    trainer = Trainer(model=model, args=args, train_dataset=QADataset(train, tok, cfg.max_length),
+                      data_collator=PadCollator(tok.pad_token_id), processing_class=tok, callbacks=[cb])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    step = trainer.state.global_step
+    con_dev = next(h["dev_acc"] for h in reversed(cb.history) if h["step"] == step)
+    fit = accuracy(trainer.model, tok, list(train)[: cfg.fit_eval_size], match=cfg.match,
+                   batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
+    summary = {"method": cfg.method, "n_train": len(train), "n_dev": len(dev), "steps": step,
+               "es_step": cb.best_step, "es_dev_acc": cb.best_acc, "con_step": step, "con_dev_acc": con_dev,
+               "con_train_acc": fit, "history": cb.history}
+    if trainer.is_world_process_zero():
+        save_checkpoint(trainer.model, tok, out / "con", {**info, "stage": "con", "step": step, "dev_acc": con_dev,
+                                                         "train_acc": fit})
+        (out / "finetune.json").write_text(json.dumps(summary, indent=1))
+    trainer.accelerator.wait_for_everyone()
+    return summary

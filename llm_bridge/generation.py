@@ -1,0 +1,124 @@
+"""Batched inference for any Hugging Face causal LM: one-line answers and sentence embeddings.
+
+:func:`generate` pads prompts on the left, batches them (longest first), decodes greedily or by
+seeded sampling, and stops each row at its first newline (every prompt here asks for a one-line
+answer). Sampling draws from a ``torch.Generator`` seeded from a named kgsim stream, through a
+logits processor that turns the sampled token into the only finite logit, so ``model.generate``
+runs its greedy loop (caches, padding, stopping) and no global RNG is read or seeded. A fresh
+``GenerationConfig`` is used, so a checkpoint's own sampling defaults never leak in.
+
+:func:`embed` mean-pools the last hidden layer over real tokens (used for Near-ID vs Open-World).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from kgsim.rng import torch_generator
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+class _SeededSampler:
+    """LogitsProcessor: sample one token per row at `temperature` with `generator`; the sampled
+    token keeps logit 0, every other token gets -inf (so greedy decoding picks the sample)."""
+
+    def __init__(self, temperature: float, generator: torch.Generator):
+        self.temperature = temperature
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)            # [B, V]
+        pick = torch.multinomial(probs, 1, generator=self.generator)                # [B, 1]
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, pick, 0.0)
+
+
+class _StopAtNewline:
+    """StoppingCriteria: a row is done once its generated text holds a newline."""
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor(["\n" in t for t in texts], device=input_ids.device)
+
+
+def _batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    lengths = np.array([len(ids) for ids in tokenizer(list(prompts))["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")                       # longest first: errors surface early
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 16, batch_size: int = 32,
+             temperature: float = 0.0, seed: int = 0, stream: str = "sample", progress: bool = False,
+             desc: str = "generate") -> list[str]:
+    """Continue each prompt until its first newline or `max_new_tokens`; returns the generated text
+    of every prompt up to (without) its first newline, special tokens dropped, in input order.
+
+    Args:
+        temperature: 0 for greedy decoding; > 0 samples with a generator seeded from
+            ``kgsim.rng.torch_seed(seed, stream)`` (the same seed, stream, prompts and batch size
+            give the same samples).
+
+    Raises:
+        ValueError: a negative temperature or a non-positive batch size / token budget.
+    """
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+    from tqdm.auto import tqdm
+
+    if temperature < 0 or batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"temperature = {temperature}, batch_size = {batch_size}, max_new_tokens = "
+                         f"{max_new_tokens}: need temperature >= 0 and positive sizes")
+    if not prompts:
+        return []
+    device = model_device(model)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                               pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+    generator = torch_generator(seed, stream, device=device.type) if temperature > 0 else None
+    was_training = model.training
+    model.eval()
+    out: list[str] = [""] * len(prompts)
+    try:
+        for idx in tqdm(_batches(tokenizer, prompts, batch_size), desc=desc, disable=not progress, leave=False):
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            width = enc["input_ids"].shape[1]                                  # [B, T] left-padded
+            processors = LogitsProcessorList([_SeededSampler(temperature, generator)] if generator else [])
+            seqs = model.generate(**enc, generation_config=gen_cfg, logits_processor=processors,
+                                  stopping_criteria=StoppingCriteriaList([_StopAtNewline(tokenizer, width)]))
+            texts = tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=True)
+            for i, t in zip(idx, texts):
+                out[i] = t.split("\n", 1)[0]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    """float32 [n, d_model]: the mean of the last hidden layer over each text's real tokens."""
+    device = model_device(model)
+    out = np.zeros((len(texts), model.config.hidden_size), np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in _batches(tokenizer, texts, batch_size):
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            hidden = model(**enc, output_hidden_states=True).hidden_states[-1].float()   # [B, T, D]
+            mask = enc["attention_mask"].unsqueeze(-1).float()                            # [B, T, 1]
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)                  # [B, D]
+            out[idx] = pooled.cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,245 @@
+"""SliCK: is a fact Known to a model before fine-tuning? (Gekhman et al. 2024; science.md §1)
+
+Each example is asked under ``n_exemplar_sets`` different k-shot prompts (k exemplars of its own
+relation, drawn from a demonstration pool), once greedily and ``n_samples`` times sampled at
+``temperature``. With P_greedy the share of prompts whose greedy answer is correct and P_sampled
+the share of correct samples:
+
+=============  =============================================
+HighlyKnown    P_greedy = 1
+MaybeKnown     0 < P_greedy < 1
+WeaklyKnown    P_greedy = 0 and P_sampled > 0
+Unknown        P_greedy = 0 and P_sampled = 0
+=============  =============================================
+
+Coarse Known is ``P_correct > 0``: any category but Unknown.
+
+Exemplar sets are drawn per relation from ``kgsim.rng.stream(seed, "slick-exemplars/<relation>")``
+(an example never serves as its own exemplar); sampling uses a seeded ``torch.Generator``
+(:func:`llm_bridge.generation.generate`), never global seeding. Results are cached in a JSON file
+under a key hashing (model key, data, config, seed), chunk by chunk, so an interrupted run resumes.
+
+>>> category(1.0, 0.0), category(0.5, 0.0), category(0.0, 0.25), category(0.0, 0.0)
+('HighlyKnown', 'MaybeKnown', 'WeaklyKnown', 'Unknown')
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from kgsim.config import ConfigError
+from kgsim.rng import stream
+
+from . import prompts
+from .datasets import QAExample, by_relation
+from .generation import generate
+from .matching import MATCH_MODES, is_correct
+
+CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
+KNOWN_CATEGORIES = CATEGORIES[:3]
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SliCKConfig:
+    """How the base model is probed (defaults: SliCK's 4-shot, 10 sets, greedy + 16 samples at T=0.5)."""
+
+    n_shots: int = 4
+    n_exemplar_sets: int = 10
+    n_samples: int = 16                 # sampled answers per exemplar set
+    temperature: float = 0.5
+    max_new_tokens: int = 16
+    batch_size: int = 32
+    chunk_size: int = 256               # examples per cached chunk
+    match: str = "em"                   # em | contains (see llm_bridge.matching)
+
+    def validate(self, p: str = "probe") -> None:
+        for key in ("n_exemplar_sets", "max_new_tokens", "batch_size", "chunk_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{p}.{key} = {getattr(self, key)!r}: must be >= 1")
+        for key in ("n_shots", "n_samples"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{p}.{key} = {getattr(self, key)!r}: must be >= 0")
+        if not self.temperature > 0:
+            raise ConfigError(f"{p}.temperature = {self.temperature!r}: must be > 0")
+        if self.match not in MATCH_MODES:
+            raise ConfigError(f"{p}.match = {self.match!r}: choose one of {list(MATCH_MODES)}")
+
+
+@dataclass(frozen=True)
+class SliCKResult:
+    id: str
+    p_greedy: float
+    p_sampled: float
+    category: str
+    greedy: tuple[str, ...] = ()        # the greedy answer under each exemplar set
+
+    @property
+    def known(self) -> bool:
+        """Coarse Known: P_correct > 0."""
+        return self.category != "Unknown"
+
+
+def category(p_greedy: float, p_sampled: float) -> str:
+    """The SliCK category of an example from its two correctness rates."""
+    if p_greedy >= 1.0:
+        return "HighlyKnown"
+    if p_greedy > 0.0:
+        return "MaybeKnown"
+    return "WeaklyKnown" if p_sampled > 0.0 else "Unknown"
+
+
+def exemplar_sets(pool: Mapping[str, Sequence[QAExample]], relations: Sequence[str], cfg: SliCKConfig,
+                  seed: int) -> dict[str, list[list[QAExample]]]:
+    """``{relation: n_exemplar_sets lists of n_shots + 1 pool examples}`` (one spare, used when an
+    example would be its own exemplar).
+
+    Raises:
+        ValueError: a relation's pool holds fewer than ``n_shots + 1`` examples.
+    """
+    need = cfg.n_shots + 1 if cfg.n_shots else 0
+    out = {}
+    for rel in sorted(set(relations)):
+        cands = list(pool.get(rel, ()))
+        if len(cands) < need:
+            raise ValueError(f"relation {rel!r}: {len(cands)} demonstrations; {cfg.n_shots}-shot probing needs {need}")
+        rng = stream(seed, f"slick-exemplars/{rel}")
+        out[rel] = [[cands[i] for i in rng.choice(len(cands), need, replace=False)] for _ in range(cfg.n_exemplar_sets)]
+    return out
+
+
+def _shots(ex: QAExample, exemplars: list[QAExample], k: int) -> list[QAExample]:
+    return [e for e in exemplars if e.id != ex.id][:k]
+
+
+def data_key(examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]]) -> str:
+    """Hash of the examples and the demonstration pool (ids, questions, answers)."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.id, e.question, e.answers, e.choices]).encode())
+    for rel in sorted(pool):
+        for e in pool[rel]:
+            h.update(json.dumps([rel, e.id, e.question, e.answer]).encode())
+    return h.hexdigest()[:16]
+
+
+def _load_cache(path: Path | None) -> dict:
+    if path is None or not path.is_file():
+        return {"version": CACHE_VERSION, "entries": {}}
+    data = json.loads(path.read_text())
+    return data if data.get("version") == CACHE_VERSION else {"version": CACHE_VERSION, "entries": {}}
+
+
+def _save_cache(path: Path | None, data: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def _probe_chunk(model, tokenizer, chunk: Sequence[QAExample], sets: dict, cfg: SliCKConfig, seed: int,
+                 name: str, progress: bool) -> list[SliCKResult]:
+    """Greedy and sampled answers of every (example, exemplar set) pair of one chunk."""
+    S = cfg.n_exemplar_sets
+    texts = [prompts.few_shot(e.question, _shots(e, sets[e.relation][j], cfg.n_shots)) for e in chunk for j in range(S)]
+    greedy = generate(model, tokenizer, texts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                      progress=progress, desc=f"SliCK greedy {name}")
+    g_ok = np.array([is_correct(g, e.answers, cfg.match, choices=e.choices)
+                     for g, e in zip(greedy, (e for e in chunk for _ in range(S)))]).reshape(len(chunk), S)
+    if cfg.n_samples:
+        reps = [t for t in texts for _ in range(cfg.n_samples)]
+        samples = generate(model, tokenizer, reps, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                           temperature=cfg.temperature, seed=seed, stream=f"slick-sample/{name}",
+                           progress=progress, desc=f"SliCK sampled {name}")
+        owners = (e for e in chunk for _ in range(S * cfg.n_samples))
+        s_ok = np.array([is_correct(s, e.answers, cfg.match, choices=e.choices)
+                         for s, e in zip(samples, owners)]).reshape(len(chunk), S * cfg.n_samples)
+        p_s = s_ok.mean(1)
+    else:
+        p_s = np.zeros(len(chunk))
+    p_g = g_ok.mean(1)
+    return [SliCKResult(e.id, float(p_g[i]), float(p_s[i]), category(p_g[i], p_s[i]),
+                        tuple(greedy[i * S:(i + 1) * S])) for i, e in enumerate(chunk)]
+
+
+def _cache_key(examples, pool, cfg: SliCKConfig, seed: int, model_key: str) -> str:
+    blob = {"model": model_key, "data": data_key(examples, pool), "seed": seed, "config": dataclasses.asdict(cfg)}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _chunk_names(n: int, cfg: SliCKConfig) -> list[str]:
+    return [str(c // cfg.chunk_size) for c in range(0, n, cfg.chunk_size)]
+
+
+def _collect(entry: dict, names: list[str]) -> dict[str, SliCKResult]:
+    results = [SliCKResult(**{**d, "greedy": tuple(d["greedy"])}) for n in names for d in entry["chunks"][n]]
+    return {r.id: r for r in results}
+
+
+def _grouped(pool) -> Mapping[str, Sequence[QAExample]]:
+    return pool if isinstance(pool, Mapping) else by_relation(pool)
+
+
+def cached_categories(examples: Sequence[QAExample], pool, cfg: SliCKConfig = SliCKConfig(), *, seed: int = 0,
+                      model_key: str = "", cache_path: str | Path | None = None) -> dict[str, SliCKResult] | None:
+    """The results :func:`categorise` would return, if all of them are in the cache; else None
+    (no model needed: lets a caller skip loading the model)."""
+    pool = _grouped(pool)
+    entry = _load_cache(Path(cache_path) if cache_path else None)["entries"].get(
+        _cache_key(examples, pool, cfg, seed, model_key))
+    names = _chunk_names(len(examples), cfg)
+    if entry is None or any(n not in entry["chunks"] for n in names):
+        return None
+    return _collect(entry, names)
+
+
+def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]] | Sequence[QAExample],
+               cfg: SliCKConfig = SliCKConfig(), *, seed: int = 0, model_key: str = "",
+               cache_path: str | Path | None = None, progress: bool = False) -> dict[str, SliCKResult]:
+    """SliCK results of every example, by example id.
+
+    Args:
+        pool: demonstrations by relation (or a flat list, grouped here); every example's relation
+            needs at least ``n_shots + 1`` of them.
+        model_key: identifies the model in the cache key (e.g. :func:`llm_bridge.models.model_fingerprint`).
+        cache_path: a JSON file; chunks already there under the same key are reused, new ones added
+            (and saved chunk by chunk, so an interrupted run resumes).
+
+    Raises:
+        ValueError: a relation lacks demonstrations; duplicate example ids.
+    """
+    cfg.validate()
+    if len({e.id for e in examples}) != len(examples):
+        raise ValueError("example ids must be unique")
+    pool = _grouped(pool)
+    sets = exemplar_sets(pool, [e.relation for e in examples], cfg, seed)
+    key = _cache_key(examples, pool, cfg, seed, model_key)
+    path = Path(cache_path) if cache_path else None
+    cache = _load_cache(path)
+    entry = cache["entries"].setdefault(key, {"model": model_key, "config": dataclasses.asdict(cfg), "chunks": {}})
+    names = _chunk_names(len(examples), cfg)
+    for k, name in enumerate(names):
+        if name in entry["chunks"]:
+            continue
+        chunk = examples[k * cfg.chunk_size:(k + 1) * cfg.chunk_size]
+        res = _probe_chunk(model, tokenizer, chunk, sets, cfg, seed, name, progress)
+        entry["chunks"][name] = [dataclasses.asdict(r) for r in res]
+        _save_cache(path, cache)
+    return _collect(entry, names)
+
+
+def category_counts(results: Mapping[str, SliCKResult]) -> dict[str, int]:
+    """How many examples fall in each category (every category listed)."""
+    counts = dict.fromkeys(CATEGORIES, 0)
+    for r in results.values():
+        counts[r.category] += 1
+    return counts
