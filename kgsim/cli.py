@@ -134,5 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover - `python -m kgsim.cli`: use the one registry of kgsim.cli
+    from kgsim.cli import main as _main
+
+    sys.exit(_main())

@@ -41,8 +41,9 @@ def _pretrain(args) -> int:
         torch.set_num_threads(max(1, torch.get_num_threads()))
     world = world_stage(cfg, cache)
     base = pretrain_stage(cfg, world, cache, bar=True)
-    probe = probe_stage(cfg, world, base, out)
+    probe = probe_stage(cfg, world, base)
     out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(base.dir / f"probe-{cfg.section_hash('probe')}" / "probe.json", out / "probe.json")
     for name in ("con.safetensors", "metrics.jsonl"):
         shutil.copy2(base.dir / "train" / name, out / ("base.safetensors" if name == "con.safetensors" else name))
     if not (out / "hf").exists():
@@ -132,3 +133,43 @@ def _report(args) -> int:
     print(f"report: {render(json.loads(f.read_text()), args.run_dir)}")
     return 0
 
+
+
+def _check_args(p):
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--detail", action="store_true", help="add each check's detail column")
+
+
+@command("check", "hold every statement of the theory against a run's measured edge sets", _check_args)
+def _check(args) -> int:
+    import numpy as np
+
+    from proofs.run import format_table
+
+    from .edges import EdgeSet
+    from .runner import _two_hop_summary, check_seed
+
+    seeds = sorted(args.run_dir.glob("seed-*/edges.json"))
+    if not seeds:
+        raise UserError(f"run_dir = {str(args.run_dir)!r}: no seed-*/edges.json (has `kgsim run` measured there?)")
+    n_fail = 0
+    for f in seeds:
+        data = json.loads(f.read_text())
+        edge_sets = [EdgeSet.from_json(e) for e in data["edge_sets"]]
+        th = data["two_hop"]
+        th = {"rows": np.asarray(th["rows"], np.int64).reshape(-1, 5),
+              "hop1": None if th["hop1"] is None else np.asarray(th["hop1"]),
+              "hop2": None if th["hop2"] is None else np.asarray(th["hop2"])}
+        results = check_seed(edge_sets, th)
+        n_fail += sum(not r.holds for r in results)
+        print(f"## {f.parent.name}\n")
+        print(format_table(results, detail=args.detail))
+        cot = _two_hop_summary(edge_sets, th)
+        if cot:
+            print("\n| model | CoT predicted from one-hop edges | CoT measured | direct 2-hop |\n|---|---|---|---|")
+            for m, v in cot.items():
+                print(f"| {m} | {100 * v['predicted_cot']:.1f} | {100 * v['cot']:.1f} | {100 * v['direct']:.1f} |")
+        print()
+    print(f"{n_fail} check instance(s) do not hold (exact ones only when an assumption failed; "
+          "empirical ones are predictions held against trained models)")
+    return 0

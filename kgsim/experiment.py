@@ -136,8 +136,9 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
 
 
-def probe_stage(cfg: ExperimentConfig, world: World, base: Base, out: Path, progress: Progress = _quiet) -> dict:
-    """Memorisation curve, extraction rate and SliCK categories of the base model (cached in `out`)."""
+def probe_stage(cfg: ExperimentConfig, world: World, base: Base, progress: Progress = _quiet) -> dict:
+    """Memorisation curve, extraction rate and SliCK categories of the base model (cached beside it)."""
+    out = base.dir / f"probe-{cfg.section_hash('probe')}"
     f = out / "probe.npz"
     if f.is_file() and (out / "probe.json").is_file():   # probe.npz is written last
         z = np.load(f)
@@ -216,11 +217,13 @@ def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Spli
 
     def evaluate(m, step):
         progress(f"ft-{which}", step, cfg.finetune.steps)
-        return {k: float((answers(m, b) == a).mean()) for k, (b, a) in batches.items()}
+        row = {k: float((answers(m, b) == a).mean()) for k, (b, a) in batches.items()}
+        # Early Stop chooses among fine-tuned checkpoints only (step 0 is the base model itself)
+        return row | {"es_dev_acc": row["dev_acc"] if step > 0 else float("nan")}
 
     name = f"finetune-{which}"
     result = train(model, qa_rows(world, facts), cfg.finetune, out / f"ft-{which}", seed=cfg.seed, name=name,
-                   evaluate=evaluate, select_metric="dev_acc", progress=bar)
+                   evaluate=evaluate, select_metric="es_dev_acc", progress=bar)
     curve = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
     curve = [row for row in curve if "dev_acc" in row]
     fitted = next((row["step"] for row in curve if row["train_acc"] >= 1.0), None)

@@ -98,7 +98,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     world = world_stage(cfg, cache, progress)
     base = pretrain_stage(cfg, world, cache, progress)
     timing["pretrain_s"] = base.result.wall_time_s
-    probe = probe_stage(cfg, world, base, out, progress)
+    probe = probe_stage(cfg, world, base, progress)
     splits = ft_splits(cfg, world, probe)
     ft = {f"ft-{w}": finetune_stage(cfg, world, base, splits, w, out, progress) for w in ("known", "unknown")}
     paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in ("es", "con")}
@@ -138,13 +138,30 @@ def _two_hop_summary(edge_sets, two_hop) -> dict:
     return out
 
 
+def keyed_edge_sets(edge_sets) -> dict:
+    """The fine-tuned models' edge sets keyed (model, stage, split, prompt), as proofs expects."""
+    out = {}
+    for e in edge_sets:
+        if e.model.startswith("ft-"):
+            model, stage = e.model.split("/")
+            out[(model, stage, e.test_set, e.prompt)] = e
+    return out
+
+
+def check_seed(edge_sets, two_hop) -> list:
+    """The theory's statements (proofs.run.check_run) held against one seed's edge sets."""
+    from proofs.run import TwoHopEvidence, check_run
+
+    keyed = keyed_edge_sets(edge_sets)
+    evidence = None
+    if two_hop.get("hop1") is not None and len(two_hop["rows"]):
+        evidence = TwoHopEvidence.from_run(keyed, two_hop["hop1"], two_hop["hop2"], np.arange(len(two_hop["rows"])),
+                                           split="2hop", prompt="cot", one_hop_splits=("2hop-hops",))
+    return check_run(keyed, evidence)
+
+
 def _checks(edge_sets, two_hop) -> list[dict]:
-    """The theory's statements held against this seed's edge sets (proofs.statements.check_run)."""
-    try:
-        from proofs.statements import check_edge_sets
-    except ImportError:
-        return []
-    return [c.to_json() for c in check_edge_sets(edge_sets, two_hop)]
+    return [c.to_json() for c in check_seed(edge_sets, two_hop)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,10 +206,11 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Pat
     queue = ctx.Queue()
     workers = max(1, min(cfg.run.workers, len(seeds), os.cpu_count() or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    bars = {s: tqdm(total=1, desc=f"seed {s}: waiting", position=i, leave=True, disable=not show,
+    bars = {s: tqdm(total=1, desc=f"seed {s}: waiting", position=i, leave=True, disable=None if show else True,
                     bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]")
             for i, s in enumerate(seeds)}
     jobs = [(to_dict(cfg), s, str(run_dir), str(cache)) for s in seeds]
+    current: dict[int, tuple[str, int]] = {}
     with ctx.Pool(workers, initializer=_init_worker, initargs=(queue, threads)) as pool:
         pending = pool.map_async(_worker, jobs)
         while True:
@@ -200,7 +218,10 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Pat
                 while True:
                     seed, stage, done, total = queue.get(timeout=0.2)
                     bar = bars[seed]
-                    if bar.total != total or not bar.desc.endswith(stage):
+                    if current.get(seed) != (stage, total):
+                        current[seed] = (stage, total)
+                        if bar.disable and show:                 # not a terminal: one line per stage
+                            print(f"seed {seed}: {stage}", file=sys.stderr, flush=True)
                         bar.set_description_str(f"seed {seed}: {stage}", refresh=False)
                         bar.reset(total=total)
                     bar.n = done
@@ -210,6 +231,8 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Pat
             if pending.ready():
                 break
         results = pending.get()
+        pool.close()
+        pool.join()
     for b in bars.values():
         b.close()
     for r in results:

@@ -1,0 +1,6 @@
+"""`python -m kgsim`: the same as the `kgsim` command."""
+import sys
+
+from kgsim.cli import main
+
+sys.exit(main())

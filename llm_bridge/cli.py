@@ -1,0 +1,83 @@
+"""`kgsim bridge run`: the study on a real Hugging Face model, with kgsim's report and checks.
+
+The bridge writes its own run directory (see :mod:`llm_bridge.pipeline`); this command then adds
+what `kgsim run` writes, from the same EdgeSets: ``seed-<seed>/edges.json`` (so `kgsim check`
+works unchanged), a ``report.md`` with the gap tables, the O1-O3 verdicts and the theory checks.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from kgsim.cli import UserError, command
+
+
+def _bridge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["run"])
+    p.add_argument("--model", required=True, type=Path, help="a local Hugging Face causal LM directory")
+    p.add_argument("--data", required=True, choices=["entityquestions", "popqa", "mmlu", "synthetic"])
+    p.add_argument("--data-path", required=True, type=Path, help="the dataset's directory or file")
+    p.add_argument("--preset", default="default", help="bridge preset (default, tiny)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--out", required=True, type=Path, help="run directory (a partial run there resumes)")
+    p.add_argument("--until", default="evaluate", choices=["categorise", "finetune", "evaluate"])
+
+
+@command("bridge", "run the factuality-gap study on a local Hugging Face model", _bridge_args)
+def _bridge(args) -> int:
+    from .config import bridge_config
+    from .datasets import DatasetFileError
+    from .models import ModelDirError
+    from .pipeline import BridgeError, run_bridge
+
+    cfg = bridge_config(args.preset, args.overrides)
+    try:
+        res = run_bridge(args.model, args.data, args.data_path, cfg, args.out, until=args.until)
+    except (ModelDirError, DatasetFileError, BridgeError) as e:
+        raise UserError(str(e)) from None
+    if args.until == "evaluate":
+        report = write_kgsim_view(args.out, res, cfg.seed)
+        print(f"report: {report}")
+    return 0
+
+
+def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
+    """seed-<seed>/edges.json in kgsim's layout, results_kgsim.json and report.md."""
+    from kgsim.io import write_json, write_text
+    from kgsim.report import _checks_section, _gap_tables, checks_table
+    from kgsim.results import aggregate, observations, seed_figures, summarise_observation
+    from kgsim.runner import _checks
+
+    from .evaluate import load_edgesets
+
+    edges = load_edgesets(out / "edges")
+    edge_sets = []
+    for (model, stage, _split, _prompt), e in edges.items():
+        label = model if stage in ("-", "") else f"{model}/{stage}"
+        edge_sets.append(type(e)(e.test_ids, e.correct, model=label, prompt=e.prompt, test_set=e.test_set,
+                                 weights=e.weights, meta=e.meta))
+    two_hop = {"rows": [], "hop1": None, "hop2": None}
+    write_json(out / f"seed-{seed}" / "edges.json", {"edge_sets": [e.to_json() for e in edge_sets],
+                                                   "two_hop": two_hop, "splits": {}})
+    figs = seed_figures(edge_sets)
+    per_seed = [{"seed": seed, **figs, "checks": _checks(edge_sets, two_hop)}]
+    k_shots = tuple(int(p.split("-")[0]) for p in {e.prompt for e in edge_sets} if p.endswith("-shot"))
+    sims = sorted({e.test_set for e in edge_sets if e.test_set.startswith("sim-")})
+    obs = observations(per_seed, tuple(sorted(k_shots)), sims)
+    view = {"config": {"prompts": {"k_shots": sorted(k_shots)}}, "seeds": [seed], "per_seed": per_seed,
+            "aggregate": aggregate([{k: s[k] for k in ("accuracy", "gaps")} for s in per_seed]),
+            "observations": obs, "sim_buckets": sims, "bridge": {k: res.get(k) for k in ("model_dir", "data", "counts")}}
+    write_json(out / "results_kgsim.json", view)
+    L = [f"# kgsim bridge report", "", f"Model `{res.get('model_dir')}`, data `{res.get('data')}`, seed {seed}. "
+         "One seed: verdicts rest on signs, with no interval.", "", "## Observations", ""]
+    for name, parts in obs.items():
+        L += [f"**{name}**: **{summarise_observation(parts)}**", "", "| claim | value (points) | verdict |",
+              "|---|---|---|"]
+        L += [f"| {k} | {100 * v['mean']:.1f} | {v['verdict']} |" for k, v in parts.items()] + [""]
+    L += _gap_tables(view, view["aggregate"]) + _checks_section(view)
+    write_text(out / "checks.md", checks_table(view))
+    path = out / "report.md"
+    write_text(path, "\n".join(L))
+    return path
+
+
