@@ -185,8 +185,10 @@ def _init_worker(queue, threads: int) -> None:
 
 
 def _worker(args) -> dict:
-    cfg_dict, seed, run_dir, cache = args
+    cfg_dict, seed, run_dir, cache, threads = args
     cfg = from_dict(cfg_dict)
+    import torch
+    torch.set_num_threads(threads)
 
     def progress(stage, done, total):
         _QUEUE.put((seed, stage, done, total))
@@ -209,7 +211,11 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Pat
     bars = {s: tqdm(total=1, desc=f"seed {s}: waiting", position=i, leave=True, disable=None if show else True,
                     bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]")
             for i, s in enumerate(seeds)}
-    jobs = [(to_dict(cfg), s, str(run_dir), str(cache)) for s in seeds]
+    # One thread per process; the seeds of a last, partial round share the cores that free up.
+    cores = os.cpu_count() or 1
+    full = len(seeds) - len(seeds) % workers
+    jobs = [(to_dict(cfg), s, str(run_dir), str(cache),
+             threads if i < full else max(1, cores // (len(seeds) - full))) for i, s in enumerate(seeds)]
     current: dict[int, tuple[str, int]] = {}
     with ctx.Pool(workers, initializer=_init_worker, initargs=(queue, threads)) as pool:
         pending = pool.map_async(_worker, jobs)
