@@ -399,6 +399,37 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def apply_table(cls: type, cfg: Any, table: dict) -> Any:
+    """`cfg` (an instance of the config dataclass `cls`) with the values of a nested dict applied
+    (a preset or TOML table), type-checked but not validated.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type, naming the dotted key.
+    """
+    return _build(cls, table, "", cfg)
+
+
+def apply_overrides(cls: type, cfg: Any, overrides: typing.Sequence[str]) -> Any:
+    """`cfg` (an instance of the config dataclass `cls`) with dotted ``key=value`` overrides applied
+    in order (a value is parsed as TOML, else kept as a bare string), type-checked but not validated.
+
+    >>> apply_overrides(GraphConfig, GraphConfig(), ["n_entities=50"]).n_entities
+    50
+
+    Raises:
+        ConfigError: an item without ``=``, an unknown key, a value of the wrong type.
+    """
+    for item in overrides:
+        parts, value = _parse_override(item)
+        nested: dict = {}
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        cfg = _build(cls, nested, "", cfg)
+    return cfg
+
+
 def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("kgsim.presets").iterdir() if p.name.endswith(".toml"))
 
@@ -418,20 +449,13 @@ def load_config(preset: str | None = "default", config_file: str | Path | None =
         if preset not in preset_names():
             raise ConfigError(f"preset = {preset!r}: unknown preset; choose one of {preset_names()}")
         text = resources.files("kgsim.presets").joinpath(f"{preset}.toml").read_text()
-        cfg = _build(ExperimentConfig, _read_toml(text, f"preset {preset}"), "", cfg)
+        cfg = apply_table(ExperimentConfig, cfg, _read_toml(text, f"preset {preset}"))
     if config_file:
         path = Path(config_file)
         if not path.is_file():
             raise ConfigError(f"--config = {str(path)!r}: no such file")
-        cfg = _build(ExperimentConfig, _read_toml(path.read_text(), str(path)), "", cfg)
-    for item in overrides:
-        parts, value = _parse_override(item)
-        nested: dict = {}
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-        cfg = _build(ExperimentConfig, nested, "", cfg)
+        cfg = apply_table(ExperimentConfig, cfg, _read_toml(path.read_text(), str(path)))
+    cfg = apply_overrides(ExperimentConfig, cfg, overrides)
     cfg.validate()
     return cfg
 
