@@ -8,6 +8,8 @@ Modules (importing this package loads none of them, nor torch):
 - :mod:`llm_bridge.datasets`   EntityQuestions, PopQA, MMLU-style CSV, synthetic -> :class:`QAExample`
 - :mod:`llm_bridge.matching`   normalised exact match and containment, as the datasets score
 - :mod:`llm_bridge.prompts`    the one Q/A prompt format: zero-shot, k-shot, CoT, direct 2-hop
+- :mod:`llm_bridge.kgsim_tokens` kgsim's own token prompts, for models exported by ``kgsim pretrain``
+- :mod:`llm_bridge.agreement`  kgsim vs the bridge on the same facts and prompts of a kgsim export
 - :mod:`llm_bridge.known`      SliCK categories (HighlyKnown .. Unknown) by few-shot probing
 - :mod:`llm_bridge.finetune`   Trainer fine-tuning (full / LoRA) with ES and Con. checkpoints
 - :mod:`llm_bridge.evaluate`   accessible edges per (model, stage, split, prompt) as kgsim EdgeSets

@@ -1,8 +1,16 @@
-"""`kgsim bridge run`: the study on a real Hugging Face model, with kgsim's report and checks.
+"""`kgsim bridge run`: the study on a real Hugging Face model, with kgsim's report and checks;
+`kgsim bridge agree`: kgsim's and the bridge's accuracy of a kgsim export, side by side.
 
 The bridge writes its own run directory (see :mod:`llm_bridge.pipeline`); this command then adds
 what `kgsim run` writes, from the same EdgeSets: ``seed-<seed>/edges.json`` (so `kgsim check`
 works unchanged), a ``report.md`` with the gap tables, the O1-O3 verdicts and the theory checks.
+
+On a model exported by ``kgsim pretrain`` (``P/hf/``) and its world (``kgsim graph --out W``)::
+
+    kgsim bridge run --model P/hf --data synthetic --data-path W --set data.format=kgsim-tokens --out OUT
+    kgsim bridge agree --model P/hf --data-path W [--kgsim-model P/base.safetensors] [--out OUT]
+
+(see :mod:`llm_bridge.kgsim_tokens` and :mod:`llm_bridge.agreement`).
 """
 from __future__ import annotations
 
@@ -13,14 +21,21 @@ from kgsim.cli import UserError, command
 
 
 def _bridge_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["run"])
+    p.add_argument("action", choices=["run", "agree"],
+                   help="run: the study; agree: kgsim vs bridge accuracy of a kgsim export on the same facts")
     p.add_argument("--model", required=True, type=Path, help="a local Hugging Face causal LM directory")
-    p.add_argument("--data", required=True, choices=["entityquestions", "popqa", "mmlu", "synthetic"])
-    p.add_argument("--data-path", required=True, type=Path, help="the dataset's directory or file")
+    p.add_argument("--data", choices=["entityquestions", "popqa", "mmlu", "synthetic"],
+                   help="the dataset (run; agree takes a kgsim world)")
+    p.add_argument("--data-path", required=True, type=Path,
+                   help="the dataset's directory or file (synthetic / agree: a kgsim world directory)")
     p.add_argument("--preset", default="default", help="bridge preset (default, tiny)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--out", required=True, type=Path, help="run directory (a partial run there resumes)")
+    p.add_argument("--out", type=Path, help="run directory (a partial run there resumes); agree: writes "
+                   "agreement.json there")
     p.add_argument("--until", default="evaluate", choices=["categorise", "finetune", "evaluate"])
+    p.add_argument("--k-shots", type=int, nargs="+", default=[1, 2], help="agree: k-shot prompts besides zero-shot")
+    p.add_argument("--kgsim-model", type=Path, help="agree: the kgsim model file (e.g. P/base.safetensors) the "
+                   "simulator runs (default: the export converted back)")
 
 
 @command("bridge", "run the factuality-gap study on a local Hugging Face model", _bridge_args)
@@ -30,6 +45,11 @@ def _bridge(args) -> int:
     from .models import ModelDirError
     from .pipeline import BridgeError, run_bridge
 
+    if args.action == "agree":
+        return _agree(args)
+    for opt in ("data", "out"):
+        if getattr(args, opt) is None:
+            raise UserError(f"bridge run: --{opt} is required")
     cfg = bridge_config(args.preset, args.overrides)
     try:
         res = run_bridge(args.model, args.data, args.data_path, cfg, args.out, until=args.until)
@@ -38,6 +58,32 @@ def _bridge(args) -> int:
     if args.until == "evaluate":
         report = write_kgsim_view(args.out, res, cfg.seed)
         print(f"report: {report}")
+    return 0
+
+
+def _agree(args) -> int:
+    """`kgsim bridge agree`: print (and write) :func:`llm_bridge.agreement.agreement`."""
+    from kgsim.io import write_json
+
+    from .agreement import AgreementError, agreement, format_agreement
+    from .models import ModelDirError
+
+    gpt = None
+    if args.kgsim_model is not None:
+        from kgsim.model import load_model as load_kgsim
+
+        try:
+            gpt = load_kgsim(args.kgsim_model)
+        except (OSError, ValueError) as e:           # missing file, not a kgsim safetensors file
+            raise UserError(f"--kgsim-model = {str(args.kgsim_model)!r}: {e}") from None
+    try:
+        res = agreement(args.model, args.data_path, k_shots=args.k_shots, kgsim_gpt=gpt)
+    except (ModelDirError, AgreementError) as e:
+        raise UserError(str(e)) from None
+    print(format_agreement(res))
+    if args.out is not None:
+        write_json(args.out / "agreement.json", res)
+        print(f"wrote {args.out / 'agreement.json'}")
     return 0
 
 
@@ -61,7 +107,8 @@ def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
                                                    "two_hop": two_hop, "splits": {}})
     figs = seed_figures(edge_sets)
     per_seed = [{"seed": seed, **figs, "checks": _checks(edge_sets, two_hop)}]
-    k_shots = tuple(int(p.split("-")[0]) for p in {e.prompt for e in edge_sets} if p.endswith("-shot"))
+    k_shots = tuple(int(p.split("-")[0]) for p in {e.prompt for e in edge_sets}
+                    if p.endswith("-shot") and p.split("-")[0].isdigit())
     sims = sorted({e.test_set for e in edge_sets if e.test_set.startswith("sim-")})
     obs = observations(per_seed, tuple(sorted(k_shots)), sims)
     view = {"config": {"prompts": {"k_shots": sorted(k_shots)}}, "seeds": [seed], "per_seed": per_seed,

@@ -23,12 +23,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from kgsim.config import ConfigError, _build, _parse_override
+from kgsim.config import ConfigError, apply_overrides, apply_table
 
 from .evaluate import EvalConfig
 from .finetune import FinetuneConfig
 from .known import KNOWN_CATEGORIES, SliCKConfig
 from .models import DTYPES
+from .prompts import FORMATS
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class DataConfig:
     max_per_relation: int = 0           # EntityQuestions: read at most this many lines per file (0 = all)
     question_form: int = 0              # synthetic: which question template
     two_hop_size: int = 100             # synthetic: 2-hop test queries
+    format: str = "text"                # synthetic: "text" (verbalised) | "kgsim-tokens" (kgsim's own prompts)
 
     def validate(self, p: str = "data") -> None:
         def fail(key, why):
@@ -81,6 +83,8 @@ class DataConfig:
                 fail(key, "must lie in (0, 1)")
         if self.dev_share + self.test_share >= 1:
             fail("test_share", f"dev_share + test_share must be < 1 (dev_share = {self.dev_share})")
+        if self.format not in FORMATS:
+            fail("format", f"choose one of {list(FORMATS)}")
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,9 @@ class BridgeConfig:
         if not self.probe.match == self.finetune.match == self.eval.match:
             raise ConfigError(f"probe.match = {self.probe.match!r}, finetune.match = {self.finetune.match!r}, "
                               f"eval.match = {self.eval.match!r}: must agree")
+        if self.data.format == "kgsim-tokens" and self.eval.match != "em":
+            raise ConfigError(f"eval.match = {self.eval.match!r}: data.format = 'kgsim-tokens' matches the first "
+                              "generated token exactly; use 'em'")
 
 
 PRESETS: dict[str, dict] = {
@@ -136,15 +143,8 @@ def bridge_config(preset: str = "default", overrides: Sequence[str] = ()) -> Bri
     """
     if preset not in PRESETS:
         raise ConfigError(f"preset = {preset!r}: unknown bridge preset; choose one of {sorted(PRESETS)}")
-    cfg = _build(BridgeConfig, PRESETS[preset], "", BridgeConfig())
-    for item in overrides:
-        parts, value = _parse_override(item)
-        nested: dict = {}
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-        cfg = _build(BridgeConfig, nested, "", cfg)
+    cfg = apply_table(BridgeConfig, BridgeConfig(), PRESETS[preset])
+    cfg = apply_overrides(BridgeConfig, cfg, overrides)
     cfg.validate()
     return cfg
 

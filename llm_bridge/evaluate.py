@@ -39,11 +39,10 @@ from kgsim.config import ConfigError
 from kgsim.edges import EdgeSet
 from kgsim.rng import stream
 
-from . import prompts
-from .datasets import QAExample
-from .generation import embed, generate
-from .matching import MATCH_MODES, contains_answer, is_correct
-from .verbalize import cot_final_answer
+from .datasets import QAExample, by_relation
+from .generation import embed
+from .matching import MATCH_MODES
+from .prompts import TEXT
 
 MODELS = ("ft-known", "ft-unknown")
 STAGES = ("es", "con")
@@ -114,38 +113,74 @@ def draw_demos(examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExam
     return out
 
 
-def build_prompts(split: str, prompt: str, examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]],
-                  cfg: EvalConfig, seed: int) -> tuple[list[str], list[list[int]]]:
-    """The prompt texts of one (split, prompt) and each prompt's induced edges (demo fact ids)."""
+def prompt_demos(split: str, prompt: str, examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]],
+                 cfg: EvalConfig, seed: int, fmt=TEXT) -> list[list[QAExample]]:
+    """The demonstrations of every query of one (split, prompt) (empty lists for zero-shot),
+    drawn from ``stream(seed, f"demos/{split}/{k}")`` (``.../cot`` for both 2-hop prompts); 2-hop
+    demonstrations come from the whole pool, or from the query's own composed relation when
+    ``fmt.two_hop_same_relation`` (`pool` then grouped by relation).
+
+    Raises:
+        ValueError: an unknown prompt name, or a pool too small.
+    """
     if prompt == "zero-shot":
-        return [prompts.zero_shot(e.question) for e in examples], [[] for _ in examples]
+        return [[] for _ in examples]
     if prompt in ("cot", "direct-2hop"):
-        demos = draw_demos(examples, pool, cfg.cot_shots, stream(seed, f"demos/{split}/cot"), any_relation=True)
-        fmt = prompts.cot if prompt == "cot" else prompts.direct_two_hop
-        induced = [[p for d in ds for p in (d.path if prompt == "cot" else (d.fact_id,))] for ds in demos]
-        return [fmt(e.question, ds) for e, ds in zip(examples, demos)], induced
-    if not prompt.endswith("-shot"):
+        return draw_demos(examples, pool, cfg.cot_shots, stream(seed, f"demos/{split}/cot"),
+                          any_relation=not fmt.two_hop_same_relation)
+    if not prompt.endswith("-shot") or not prompt[: -len("-shot")].isdigit():
         raise ValueError(f"unknown prompt {prompt!r}")
     k = int(prompt[: -len("-shot")])
-    demos = draw_demos(examples, pool, k, stream(seed, f"demos/{split}/{k}"))
-    return [prompts.few_shot(e.question, ds) for e, ds in zip(examples, demos)], [[d.fact_id for d in ds] for ds in demos]
+    return draw_demos(examples, pool, k, stream(seed, f"demos/{split}/{k}"))
+
+
+def build_prompts(split: str, prompt: str, examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]],
+                  cfg: EvalConfig, seed: int, fmt=TEXT,
+                  demos: Sequence[Sequence[QAExample]] | None = None) -> tuple[list[str], list[list[int]]]:
+    """The prompt texts of one (split, prompt) in format `fmt` (:mod:`llm_bridge.prompts`) and each
+    prompt's induced edges (demo fact ids; a CoT demonstration induces its path). `demos` (one list
+    per query) defaults to :func:`prompt_demos`."""
+    if demos is None:
+        demos = prompt_demos(split, prompt, examples, pool, cfg, seed, fmt)
+    if prompt == "zero-shot":
+        return fmt.zero_shot(examples), [[] for _ in examples]
+    if prompt in ("cot", "direct-2hop"):
+        render = fmt.cot if prompt == "cot" else fmt.direct_two_hop
+        induced = [[p for d in ds for p in (d.path if prompt == "cot" else (d.fact_id,))] for ds in demos]
+        return render(examples, demos), induced
+    return fmt.few_shot(examples, demos), [[d.fact_id for d in ds] for ds in demos]
+
+
+def answer_prompts(model, tokenizer, texts: Sequence[str], examples: Sequence[QAExample], prompt: str,
+                   cfg: EvalConfig, fmt=TEXT, *, progress: bool = False,
+                   desc: str = "evaluate") -> tuple[list[str], np.ndarray]:
+    """(generations, bool [n] correct) of `texts` (built for `examples` under `prompt`): greedy,
+    batched; a CoT generation is scored on its final answer."""
+    kw = dict(batch_size=cfg.batch_size, progress=progress, desc=desc)
+    if prompt == "cot":
+        outs = fmt.generate_cot(model, tokenizer, texts, examples, max_new_tokens=cfg.cot_max_new_tokens, **kw)
+        answers = [fmt.cot_answer(o) for o in outs]
+    else:
+        outs = answers = fmt.generate(model, tokenizer, texts, max_new_tokens=cfg.max_new_tokens, **kw)
+    return outs, np.array([fmt.correct(a, e, cfg.match) for a, e in zip(answers, examples)], bool)
 
 
 def evaluate_prompt(model, tokenizer, examples: Sequence[QAExample], split: str, prompt: str,
                     pool: Mapping[str, Sequence[QAExample]], cfg: EvalConfig, *, model_name: str, stage: str,
-                    seed: int = 0, progress: bool = False) -> EdgeSet:
-    """The EdgeSet of one (model, stage, split, prompt)."""
+                    seed: int = 0, progress: bool = False, fmt=TEXT) -> EdgeSet:
+    """The EdgeSet of one (model, stage, split, prompt). A format other than text also keeps each
+    query's demonstrations (``meta["demos"]``: their fact ids, or 2-hop rows)."""
     key = edge_key(model_name, stage, split, prompt)
-    texts, induced = build_prompts(split, prompt, examples, pool, cfg, seed)
-    cot = prompt == "cot"
-    outs = generate(model, tokenizer, texts, max_new_tokens=cfg.cot_max_new_tokens if cot else cfg.max_new_tokens,
-                    batch_size=cfg.batch_size, progress=progress, desc="/".join(key))
-    answers = [cot_final_answer(o) if cot else o for o in outs]
-    correct = np.array([is_correct(a, e.answers, cfg.match, choices=e.choices) for a, e in zip(answers, examples)], bool)
+    demos = prompt_demos(split, prompt, examples, pool, cfg, seed, fmt)
+    texts, induced = build_prompts(split, prompt, examples, pool, cfg, seed, fmt, demos=demos)
+    outs, correct = answer_prompts(model, tokenizer, texts, examples, prompt, cfg, fmt, progress=progress,
+                                   desc="/".join(key))
     meta = {"model": model_name, "stage": stage, "predictions": outs, "induced": induced}
+    if fmt is not TEXT:
+        meta["format"], meta["demos"] = fmt.name, [[d.fact_id for d in ds] for ds in demos]
     if split == TWO_HOP_SPLIT:
         meta["path"] = [list(e.path) for e in examples]
-        named = [bool(e.bridge) and contains_answer(o, [e.bridge]) for o, e in zip(outs, examples)]
+        named = [fmt.bridge_named(o, e) for o, e in zip(outs, examples)]
         meta["bridge_named"], meta["bridge_correct"] = named, float(np.mean(named)) if named else 0.0
     return EdgeSet(np.array([e.fact_id for e in examples], np.int64), correct, model=f"{model_name}/{stage}",
                    prompt=prompt, test_set=split, meta=meta)
@@ -153,19 +188,23 @@ def evaluate_prompt(model, tokenizer, examples: Sequence[QAExample], split: str,
 
 def evaluate_model(model, tokenizer, splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, Sequence[QAExample]],
                    cfg: EvalConfig, *, model_name: str, stage: str, two_hop_pool: Sequence[QAExample] = (),
-                   seed: int = 0, progress: bool = False) -> dict[EdgeKey, EdgeSet]:
-    """Every (split, prompt) EdgeSet of one model at one stage. `pool` holds the one-hop
-    demonstrations by relation; `two_hop_pool` the 2-hop demonstrations (with rationales)."""
+                   seed: int = 0, progress: bool = False, fmt=TEXT) -> dict[EdgeKey, EdgeSet]:
+    """Every (split, prompt) EdgeSet of one model at one stage, prompts in format `fmt`. `pool`
+    holds the one-hop demonstrations by relation; `two_hop_pool` the 2-hop demonstrations (with
+    rationales)."""
     cfg.validate()
     out = {}
+    two_hop_pool = list(two_hop_pool)
     for split, examples in splits.items():
         if not examples:
             continue
         for prompt in cfg.prompt_names(split):
-            p = {"*": list(two_hop_pool)} if split == TWO_HOP_SPLIT else pool
+            p = pool
+            if split == TWO_HOP_SPLIT:
+                p = by_relation(two_hop_pool) if fmt.two_hop_same_relation else {"*": two_hop_pool}
             out[edge_key(model_name, stage, split, prompt)] = evaluate_prompt(
                 model, tokenizer, examples, split, prompt, p, cfg, model_name=model_name, stage=stage, seed=seed,
-                progress=progress)
+                progress=progress, fmt=fmt)
     return out
 
 
@@ -188,14 +227,14 @@ def load_edgesets(out_dir: str | Path) -> dict[EdgeKey, EdgeSet]:
 
 
 def max_similarity(model, tokenizer, reference: Sequence[QAExample], candidates: Sequence[QAExample],
-                   batch_size: int = 32) -> np.ndarray:
+                   batch_size: int = 32, fmt=TEXT) -> np.ndarray:
     """float [n_candidates]: each candidate question's largest cosine similarity to the `reference`
-    (fine-tuning) questions in the model's own representation space (zero-shot prompts, mean-pooled
-    last hidden layer, :func:`llm_bridge.generation.embed`)."""
+    (fine-tuning) questions in the model's own representation space (zero-shot prompts of `fmt`, last
+    hidden layer pooled as ``fmt.pooling`` says, :func:`llm_bridge.generation.embed`)."""
     if not candidates or not reference:
         return np.zeros(len(candidates))
-    ref = embed(model, tokenizer, [prompts.zero_shot(e.question) for e in reference], batch_size)
-    cand = embed(model, tokenizer, [prompts.zero_shot(e.question) for e in candidates], batch_size)
+    ref = embed(model, tokenizer, fmt.zero_shot(reference), batch_size, pooling=fmt.pooling)
+    cand = embed(model, tokenizer, fmt.zero_shot(candidates), batch_size, pooling=fmt.pooling)
     ref /= np.linalg.norm(ref, axis=1, keepdims=True).clip(1e-12)
     cand /= np.linalg.norm(cand, axis=1, keepdims=True).clip(1e-12)
     return (cand @ ref.T).max(axis=1)
@@ -225,6 +264,7 @@ def similarity_buckets(candidates: Sequence[QAExample], sim: np.ndarray, n_bucke
             for i, part in enumerate(np.array_split(order, n_buckets))}
 
 
-__all__ = ["EvalConfig", "HOPS_SPLIT", "MODELS", "STAGES", "TWO_HOP_SPLIT", "build_prompts", "draw_demos",
+__all__ = ["EvalConfig", "HOPS_SPLIT", "MODELS", "STAGES", "TWO_HOP_SPLIT", "answer_prompts", "build_prompts",
+           "draw_demos", "prompt_demos",
            "edge_filename", "edge_key", "evaluate_model", "evaluate_prompt", "load_edgesets", "save_edgesets",
            "max_similarity", "similarity_buckets", "split_by_similarity"]

@@ -41,11 +41,10 @@ import torch
 from kgsim.config import ConfigError
 from kgsim.rng import torch_generator, torch_seed
 
-from . import prompts
 from .datasets import QAExample
-from .generation import generate
-from .matching import MATCH_MODES, is_correct
+from .matching import MATCH_MODES
 from .models import load_model, load_tokenizer
+from .prompts import TEXT
 
 METHODS = ("full", "lora")
 CHECKPOINT_INFO = "bridge_checkpoint.json"
@@ -107,9 +106,10 @@ class FinetuneConfig:
 # Data
 # --------------------------------------------------------------------------------------------
 
-def encode_example(tokenizer, example: QAExample, max_length: int) -> dict:
-    """Token ids of prompt + target, with labels -100 on the prompt (loss on the answer only)."""
-    prompt, target = prompts.finetune_pair(example)
+def encode_example(tokenizer, example: QAExample, max_length: int, fmt=TEXT) -> dict:
+    """Token ids of prompt + target (``fmt.finetune_pair``), with labels -100 on the prompt (loss on
+    the answer only)."""
+    prompt, target = fmt.finetune_pair(example)
     p_ids = tokenizer(prompt)["input_ids"]
     ids = tokenizer(prompt + target)["input_ids"]
     n = 0
@@ -121,8 +121,8 @@ def encode_example(tokenizer, example: QAExample, max_length: int) -> dict:
 
 
 class QADataset(torch.utils.data.Dataset):
-    def __init__(self, examples: Sequence[QAExample], tokenizer, max_length: int):
-        self.items = [encode_example(tokenizer, e, max_length) for e in examples]
+    def __init__(self, examples: Sequence[QAExample], tokenizer, max_length: int, fmt=TEXT):
+        self.items = [encode_example(tokenizer, e, max_length, fmt) for e in examples]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -151,13 +151,13 @@ class PadCollator:
 
 
 def accuracy(model, tokenizer, examples: Sequence[QAExample], *, match: str = "em", batch_size: int = 32,
-             max_new_tokens: int = 16) -> float:
-    """Share of examples answered correctly under the zero-shot prompt, greedy decoding."""
+             max_new_tokens: int = 16, fmt=TEXT) -> float:
+    """Share of examples answered correctly under the zero-shot prompt (of format `fmt`), greedy."""
     if not examples:
         return 0.0
-    outs = generate(model, tokenizer, [prompts.zero_shot(e.question) for e in examples],
-                    max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return sum(is_correct(o, e.answers, match, choices=e.choices) for o, e in zip(outs, examples)) / len(examples)
+    outs = fmt.generate(model, tokenizer, fmt.zero_shot(examples), max_new_tokens=max_new_tokens,
+                        batch_size=batch_size)
+    return sum(fmt.correct(o, e, match) for o, e in zip(outs, examples)) / len(examples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,14 +197,15 @@ def load_checkpoint(ckpt_dir: str | Path, dtype: str = "auto", device: str | Non
 class DevAccuracyCallback:
     """TrainerCallback: dev accuracy every `eval_every` steps and at the end; saves the best (ES)."""
 
-    def __init__(self, dev: Sequence[QAExample], tokenizer, cfg: FinetuneConfig, es_dir: Path, info: dict):
-        self.dev, self.tokenizer, self.cfg, self.es_dir, self.info = dev, tokenizer, cfg, es_dir, info
+    def __init__(self, dev: Sequence[QAExample], tokenizer, cfg: FinetuneConfig, es_dir: Path, info: dict,
+                 fmt=TEXT):
+        self.dev, self.tokenizer, self.cfg, self.es_dir, self.info, self.fmt = dev, tokenizer, cfg, es_dir, info, fmt
         self.history: list[dict] = []
         self.best_acc, self.best_step = -1.0, -1
 
     def _evaluate(self, state, model) -> None:
         acc = accuracy(model, self.tokenizer, self.dev, match=self.cfg.match, batch_size=self.cfg.eval_batch_size,
-                       max_new_tokens=self.cfg.max_new_tokens)
+                       max_new_tokens=self.cfg.max_new_tokens, fmt=self.fmt)
         self.history.append({"step": state.global_step, "epoch": state.epoch, "dev_acc": acc, "loss": None})
         if acc > self.best_acc:                              # strict: the earliest best step is kept
             self.best_acc, self.best_step = acc, state.global_step
@@ -226,12 +227,12 @@ class DevAccuracyCallback:
             self._evaluate(state, model)
 
 
-def _callback(dev, tokenizer, cfg, es_dir, info):
+def _callback(dev, tokenizer, cfg, es_dir, info, fmt=TEXT):
     """A DevAccuracyCallback that is also a transformers TrainerCallback (imported lazily)."""
     from transformers import TrainerCallback
 
     cls = type("DevAccuracyTrainerCallback", (DevAccuracyCallback, TrainerCallback), {})
-    return cls(dev, tokenizer, cfg, es_dir, info)
+    return cls(dev, tokenizer, cfg, es_dir, info, fmt)
 
 
 def _add_lora(model, cfg: FinetuneConfig, seed: int):
@@ -260,9 +261,11 @@ def _checkpointing(args_cls, cfg: FinetuneConfig) -> dict:
 
 
 def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QAExample], cfg: FinetuneConfig,
-             out_dir: str | Path, *, seed: int = 0, dtype: str = "auto", progress: bool = False) -> dict:
+             out_dir: str | Path, *, seed: int = 0, dtype: str = "auto", progress: bool = False,
+             fmt=TEXT) -> dict:
     """Fine-tune the model in `model_dir` on `train`; write ``out_dir/es``, ``out_dir/con`` and
-    ``out_dir/finetune.json``.
+    ``out_dir/finetune.json``. Examples are written and dev answers read in the prompt format
+    `fmt` (:mod:`llm_bridge.prompts`).
 
     Returns:
         ``{"method", "n_train", "n_dev", "steps", "es_step", "es_dev_acc", "con_step",
@@ -291,15 +294,15 @@ def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QA
         save_strategy="no", eval_strategy="no", report_to="none", seed=torch_seed(seed, "finetune") % (2**31 - 1),
         bf16=cfg.bf16, remove_unused_columns=False, disable_tqdm=not progress, dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(), **_checkpointing(TrainingArguments, cfg))
-    cb = _callback(dev, tok, cfg, out / "es", info)
-    trainer = Trainer(model=model, args=args, train_dataset=QADataset(train, tok, cfg.max_length),
+    cb = _callback(dev, tok, cfg, out / "es", info, fmt)
+    trainer = Trainer(model=model, args=args, train_dataset=QADataset(train, tok, cfg.max_length, fmt),
                       data_collator=PadCollator(tok.pad_token_id), processing_class=tok, callbacks=[cb])
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     step = trainer.state.global_step
     con_dev = next(h["dev_acc"] for h in reversed(cb.history) if h["step"] == step)
     fit = accuracy(trainer.model, tok, list(train)[: cfg.fit_eval_size], match=cfg.match,
-                   batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens)
+                   batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, fmt=fmt)
     summary = {"method": cfg.method, "n_train": len(train), "n_dev": len(dev), "steps": step,
                "es_step": cb.best_step, "es_dev_acc": cb.best_acc, "con_step": step, "con_dev_acc": con_dev,
                "con_train_acc": fit, "history": cb.history}

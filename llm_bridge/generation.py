@@ -7,7 +7,8 @@ logits processor that turns the sampled token into the only finite logit, so ``m
 runs its greedy loop (caches, padding, stopping) and no global RNG is read or seeded. A fresh
 ``GenerationConfig`` is used, so a checkpoint's own sampling defaults never leak in.
 
-:func:`embed` mean-pools the last hidden layer over real tokens (used for Near-ID vs Open-World).
+:func:`embed` pools the last hidden layer (mean over real tokens, or the last token) (used for
+Near-ID vs Open-World).
 """
 from __future__ import annotations
 
@@ -59,9 +60,11 @@ def _batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[np.ndar
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 16, batch_size: int = 32,
              temperature: float = 0.0, seed: int = 0, stream: str = "sample", progress: bool = False,
-             desc: str = "generate") -> list[str]:
+             desc: str = "generate", skip_special_tokens: bool = True) -> list[str]:
     """Continue each prompt until its first newline or `max_new_tokens`; returns the generated text
-    of every prompt up to (without) its first newline, special tokens dropped, in input order.
+    of every prompt up to (without) its first newline, special tokens dropped (kept with
+    ``skip_special_tokens=False``: a token vocabulary such as kgsim's, where ``<sep>`` is an answer), in
+    input order.
 
     Args:
         temperature: 0 for greedy decoding; > 0 samples with a generator seeded from
@@ -96,7 +99,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
             processors = LogitsProcessorList([_SeededSampler(temperature, generator)] if generator else [])
             seqs = model.generate(**enc, generation_config=gen_cfg, logits_processor=processors,
                                   stopping_criteria=StoppingCriteriaList([_StopAtNewline(tokenizer, width)]))
-            texts = tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=True)
+            texts = tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=skip_special_tokens)
             for i, t in zip(idx, texts):
                 out[i] = t.split("\n", 1)[0]
     finally:
@@ -105,9 +108,22 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     return out
 
 
+POOLINGS = ("mean", "last")
+
+
 @torch.no_grad()
-def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-    """float32 [n, d_model]: the mean of the last hidden layer over each text's real tokens."""
+def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 32, pooling: str = "mean") -> np.ndarray:
+    """float32 [n, d_model]: the last hidden layer of each text, averaged over its real tokens
+    (``pooling="mean"``) or at its last token (``"last"``, as kgsim's ``query_repr``).
+
+    Raises:
+        ValueError: an unknown `pooling`.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling = {pooling!r}: choose one of {list(POOLINGS)}")
+    side = tokenizer.padding_side
+    if pooling == "last":
+        tokenizer.padding_side = "left"                               # the last real token sits at -1
     device = model_device(model)
     out = np.zeros((len(texts), model.config.hidden_size), np.float32)
     was_training = model.training
@@ -118,7 +134,8 @@ def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 32) -> np.nd
             hidden = model(**enc, output_hidden_states=True).hidden_states[-1].float()   # [B, T, D]
             mask = enc["attention_mask"].unsqueeze(-1).float()                            # [B, T, 1]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)                  # [B, D]
-            out[idx] = pooled.cpu().numpy()
+            out[idx] = (pooled if pooling == "mean" else hidden[:, -1]).cpu().numpy()
     finally:
+        tokenizer.padding_side = side
         model.train(was_training)
     return out

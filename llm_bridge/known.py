@@ -37,10 +37,9 @@ import numpy as np
 from kgsim.config import ConfigError
 from kgsim.rng import stream
 
-from . import prompts
 from .datasets import QAExample, by_relation
-from .generation import generate
-from .matching import MATCH_MODES, is_correct
+from .matching import MATCH_MODES
+from .prompts import TEXT
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 KNOWN_CATEGORIES = CATEGORIES[:3]
@@ -147,21 +146,21 @@ def _save_cache(path: Path | None, data: dict) -> None:
 
 
 def _probe_chunk(model, tokenizer, chunk: Sequence[QAExample], sets: dict, cfg: SliCKConfig, seed: int,
-                 name: str, progress: bool) -> list[SliCKResult]:
+                 name: str, progress: bool, fmt=TEXT) -> list[SliCKResult]:
     """Greedy and sampled answers of every (example, exemplar set) pair of one chunk."""
     S = cfg.n_exemplar_sets
-    texts = [prompts.few_shot(e.question, _shots(e, sets[e.relation][j], cfg.n_shots)) for e in chunk for j in range(S)]
-    greedy = generate(model, tokenizer, texts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                      progress=progress, desc=f"SliCK greedy {name}")
-    g_ok = np.array([is_correct(g, e.answers, cfg.match, choices=e.choices)
-                     for g, e in zip(greedy, (e for e in chunk for _ in range(S)))]).reshape(len(chunk), S)
+    queries = [e for e in chunk for _ in range(S)]
+    texts = fmt.few_shot(queries, [_shots(e, sets[e.relation][j], cfg.n_shots) for e in chunk for j in range(S)])
+    greedy = fmt.generate(model, tokenizer, texts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                          progress=progress, desc=f"SliCK greedy {name}")
+    g_ok = np.array([fmt.correct(g, e, cfg.match) for g, e in zip(greedy, queries)]).reshape(len(chunk), S)
     if cfg.n_samples:
         reps = [t for t in texts for _ in range(cfg.n_samples)]
-        samples = generate(model, tokenizer, reps, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                           temperature=cfg.temperature, seed=seed, stream=f"slick-sample/{name}",
-                           progress=progress, desc=f"SliCK sampled {name}")
+        samples = fmt.generate(model, tokenizer, reps, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
+                               temperature=cfg.temperature, seed=seed, stream=f"slick-sample/{name}",
+                               progress=progress, desc=f"SliCK sampled {name}")
         owners = (e for e in chunk for _ in range(S * cfg.n_samples))
-        s_ok = np.array([is_correct(s, e.answers, cfg.match, choices=e.choices)
+        s_ok = np.array([fmt.correct(s, e, cfg.match)
                          for s, e in zip(samples, owners)]).reshape(len(chunk), S * cfg.n_samples)
         p_s = s_ok.mean(1)
     else:
@@ -171,8 +170,10 @@ def _probe_chunk(model, tokenizer, chunk: Sequence[QAExample], sets: dict, cfg: 
                         tuple(greedy[i * S:(i + 1) * S])) for i, e in enumerate(chunk)]
 
 
-def _cache_key(examples, pool, cfg: SliCKConfig, seed: int, model_key: str) -> str:
+def _cache_key(examples, pool, cfg: SliCKConfig, seed: int, model_key: str, fmt=TEXT) -> str:
     blob = {"model": model_key, "data": data_key(examples, pool), "seed": seed, "config": dataclasses.asdict(cfg)}
+    if fmt is not TEXT:                                   # (text keys stay as they were)
+        blob["format"] = fmt.name
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -190,12 +191,13 @@ def _grouped(pool) -> Mapping[str, Sequence[QAExample]]:
 
 
 def cached_categories(examples: Sequence[QAExample], pool, cfg: SliCKConfig = SliCKConfig(), *, seed: int = 0,
-                      model_key: str = "", cache_path: str | Path | None = None) -> dict[str, SliCKResult] | None:
+                      model_key: str = "", cache_path: str | Path | None = None,
+                      fmt=TEXT) -> dict[str, SliCKResult] | None:
     """The results :func:`categorise` would return, if all of them are in the cache; else None
     (no model needed: lets a caller skip loading the model)."""
     pool = _grouped(pool)
     entry = _load_cache(Path(cache_path) if cache_path else None)["entries"].get(
-        _cache_key(examples, pool, cfg, seed, model_key))
+        _cache_key(examples, pool, cfg, seed, model_key, fmt))
     names = _chunk_names(len(examples), cfg)
     if entry is None or any(n not in entry["chunks"] for n in names):
         return None
@@ -204,7 +206,7 @@ def cached_categories(examples: Sequence[QAExample], pool, cfg: SliCKConfig = Sl
 
 def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]] | Sequence[QAExample],
                cfg: SliCKConfig = SliCKConfig(), *, seed: int = 0, model_key: str = "",
-               cache_path: str | Path | None = None, progress: bool = False) -> dict[str, SliCKResult]:
+               cache_path: str | Path | None = None, progress: bool = False, fmt=TEXT) -> dict[str, SliCKResult]:
     """SliCK results of every example, by example id.
 
     Args:
@@ -213,6 +215,7 @@ def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[st
         model_key: identifies the model in the cache key (e.g. :func:`llm_bridge.models.model_fingerprint`).
         cache_path: a JSON file; chunks already there under the same key are reused, new ones added
             (and saved chunk by chunk, so an interrupted run resumes).
+        fmt: the prompt format (:mod:`llm_bridge.prompts`; default the text Q/A format).
 
     Raises:
         ValueError: a relation lacks demonstrations; duplicate example ids.
@@ -222,7 +225,7 @@ def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[st
         raise ValueError("example ids must be unique")
     pool = _grouped(pool)
     sets = exemplar_sets(pool, [e.relation for e in examples], cfg, seed)
-    key = _cache_key(examples, pool, cfg, seed, model_key)
+    key = _cache_key(examples, pool, cfg, seed, model_key, fmt)
     path = Path(cache_path) if cache_path else None
     cache = _load_cache(path)
     entry = cache["entries"].setdefault(key, {"model": model_key, "config": dataclasses.asdict(cfg), "chunks": {}})
@@ -231,7 +234,7 @@ def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[st
         if name in entry["chunks"]:
             continue
         chunk = examples[k * cfg.chunk_size:(k + 1) * cfg.chunk_size]
-        res = _probe_chunk(model, tokenizer, chunk, sets, cfg, seed, name, progress)
+        res = _probe_chunk(model, tokenizer, chunk, sets, cfg, seed, name, progress, fmt)
         entry["chunks"][name] = [dataclasses.asdict(r) for r in res]
         _save_cache(path, cache)
     return _collect(entry, names)

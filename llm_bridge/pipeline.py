@@ -30,6 +30,12 @@ buckets of all one-hop test examples by that similarity (as ``kgsim run`` measur
 adds ``2hop`` (composed queries) and ``2hop-hops`` (their one-hop facts). Data without its own splits
 (PopQA, MMLU, synthetic) is split per relation by the seed (``dev_share``, ``test_share``).
 
+Prompt format (``data.format``): ``text`` (the Q/A format of :mod:`llm_bridge.prompts`; synthetic
+graphs verbalised), or ``kgsim-tokens`` for a model exported by ``kgsim pretrain`` and its world
+(``--data synthetic --data-path WORLD_DIR``): kgsim's own token prompts, the first generated token
+matched exactly (:mod:`llm_bridge.kgsim_tokens`); each accuracy row then also holds kgsim's own
+measurement of the same checkpoint on the same prompts (``kgsim_fact``, ``n_disagree``).
+
 ``results.json`` schema (``"schema": "kgsim-bridge/1"``)::
 
     model_dir, model_key, data, data_path, config, versions, git_commit
@@ -37,7 +43,8 @@ adds ``2hop`` (composed queries) and ``2hop-hops`` (their one-hop facts). Data w
                ft-known, ft-unknown, dev, splits: {split: n}}
     exposure_by_category: {category: {n, mean_exposure}}           (synthetic only: probe vs truth)
     finetune: {ft-known: finetune summary, ft-unknown: ...}        (see llm_bridge.finetune.finetune)
-    accuracy: [{model, stage, split, prompt, n, correct, fact, file}, ...]
+    accuracy: [{model, stage, split, prompt, n, correct, fact, file[, kgsim_fact, n_disagree]}, ...]
+    agreement: {rows, n, n_disagree, max_abs_diff}                  (kgsim-tokens only: bridge vs kgsim)
     gap:      [{stage, split, prompt, fact_known, fact_unknown, delta}, ...]   delta = Δ_fact
 
 The configuration is :class:`llm_bridge.config.BridgeConfig` (re-exported here with
@@ -66,8 +73,10 @@ from .datasets import (DATASETS, QAExample, by_relation, load_entityquestions, l
 from .evaluate import (HOPS_SPLIT, MODELS, STAGES, TWO_HOP_SPLIT, edge_filename, evaluate_model,
                        max_similarity, save_edgesets, similarity_buckets, split_by_similarity)
 from .finetune import finetune, load_checkpoint
+from .kgsim_tokens import KgsimTokens, kgsim_model
 from .known import CATEGORIES, cached_categories, categorise, category_counts
-from .models import check_model_dir, load_model, model_fingerprint
+from .models import check_model_dir, load_model, load_tokenizer, model_fingerprint
+from .prompts import TEXT
 from .verbalize import TEMPLATE_VERSION, Verbalizer
 
 SCHEMA = "kgsim-bridge/1"
@@ -127,13 +136,37 @@ def load_graph(path: str | Path):
     return load_tsv(p) if p.suffix == ".tsv" else KnowledgeGraph.load(p)
 
 
-def load_data(data: str, data_path: str | Path, cfg: BridgeConfig) -> tuple[dict[str, list[QAExample]], dict]:
-    """``({"train", "dev", "test"[, "2hop", "facts"]}: examples, info)`` for a dataset name.
+def prompt_format(data: str, data_path: str | Path, cfg: BridgeConfig):
+    """The run's prompt format (:mod:`llm_bridge.prompts`): the text Q/A format, or with
+    ``data.format = "kgsim-tokens"`` kgsim's own token prompts for the world at `data_path`
+    (:class:`llm_bridge.kgsim_tokens.KgsimTokens`).
+
+    Raises:
+        BridgeError: kgsim tokens asked for data that is not a kgsim graph.
+    """
+    if cfg.data.format == "text":
+        return TEXT
+    if data != "synthetic":
+        raise BridgeError(f"data.format = {cfg.data.format!r} needs data = 'synthetic' (a kgsim world or graph), "
+                          f"not {data!r}")
+    return KgsimTokens.from_path(load_graph(data_path), data_path)
+
+
+def load_data(data: str, data_path: str | Path, cfg: BridgeConfig,
+              fmt=None) -> tuple[dict[str, list[QAExample]], dict]:
+    """``({"train", "dev", "test"[, "2hop", "facts"]}: examples, info)`` for a dataset name
+    (synthetic: in the prompt format `fmt`, default :func:`prompt_format`).
 
     Raises:
         BridgeError: unknown dataset name. DatasetFileError: missing or malformed files.
     """
     d = cfg.data
+    fmt = fmt or prompt_format(data, data_path, cfg)
+    if fmt is not TEXT:
+        facts = fmt.examples()
+        parts = _partition(facts, d, cfg.seed)
+        return {**parts, "2hop": fmt.two_hop_examples(), "facts": facts}, {"format": fmt.name,
+                                                                         "vocab": fmt.vocab.to_json()}
     if data == "entityquestions":
         n = d.max_per_relation or None
         return {s: load_entityquestions(data_path, s, max_per_relation=n) for s in ("train", "dev", "test")}, {}
@@ -186,7 +219,12 @@ def select(splits: dict[str, list[QAExample]], cfg: BridgeConfig) -> Selection:
                     pick("test", ft, d.test_size, "test"), pick("test", other, 2 * d.test_size, "test-other"))
     if splits.get("2hop"):
         two = _shuffled(splits["2hop"], stream(seed, "bridge-2hop"))
-        sel.two_hop_demos, sel.two_hop = two[: d.n_demo_pool], two[d.n_demo_pool:d.n_demo_pool + d.two_hop_size]
+        if d.format == "kgsim-tokens":      # demonstrations of the query's own r1∘r2 (kgsim.prompts.two_hop_demos)
+            groups = {r: g for r, g in by_relation(two).items() if len(g) > cfg.eval.cot_shots}
+            sel.two_hop_demos = [e for g in groups.values() for e in g[: d.n_demo_pool]]
+            sel.two_hop = _round_robin({r: g[d.n_demo_pool:] for r, g in groups.items()}, d.two_hop_size)
+        else:
+            sel.two_hop_demos, sel.two_hop = two[: d.n_demo_pool], two[d.n_demo_pool:d.n_demo_pool + d.two_hop_size]
         fact_by_id = {e.fact_id: e for e in splits["facts"]}
         hop_ids = sorted({f for e in sel.two_hop for f in e.path})
         sel.hops, sel.facts = [fact_by_id[f] for f in hop_ids], splits["facts"]
@@ -284,7 +322,7 @@ class _Base:
 
 
 def _similarity(sel: Selection, ft_sets: dict, base: _Base, cfg: BridgeConfig, key: str, out: Path,
-                procs: _Processes) -> dict[str, list[QAExample]]:
+                procs: _Processes, fmt=TEXT) -> dict[str, list[QAExample]]:
     """Similarity-defined test splits (cached in splits.json under `key`): ``near-id`` /
     ``open-world`` from the other relations' tests, ``sim-1..n`` buckets of all one-hop tests;
     similarity is to FT-Known ∪ FT-Unknown in the base model's representation space."""
@@ -294,7 +332,7 @@ def _similarity(sel: Selection, ft_sets: dict, base: _Base, cfg: BridgeConfig, k
         cached = json.loads(path.read_text()) if path.is_file() else {}
         if cached.get("similarity_key") != key:
             reference = ft_sets["ft-known"] + ft_sets["ft-unknown"]
-            sim = max_similarity(*base.get(), reference, pooled, cfg.eval.batch_size)
+            sim = max_similarity(*base.get(), reference, pooled, cfg.eval.batch_size, fmt=fmt)
             near, far = split_by_similarity(sel.test_other, sim[len(sel.test_id):], cfg.data.near_quantile)
             parts = {"near-id": near[: cfg.data.test_size], "open-world": far[: cfg.data.test_size]}
             if cfg.data.sim_buckets:
@@ -321,6 +359,7 @@ class _Run:
     procs: _Processes
     progress: bool
     bar: object
+    fmt: object = TEXT
 
     def stage(self, name: str) -> None:
         self.bar.set_description(f"bridge: {name}")
@@ -330,7 +369,7 @@ class _Run:
         sel, cfg, out, procs = self.sel, self.cfg, self.out, self.procs
         base = _Base(self.model_dir, cfg.runtime)
         self.stage("categorise")
-        kw = dict(seed=cfg.seed, model_key=self.mkey, cache_path=out / "slick.json")
+        kw = dict(seed=cfg.seed, model_key=self.mkey, cache_path=out / "slick.json", fmt=self.fmt)
         slick = cached_categories(sel.candidates, sel.demos, cfg.probe, **kw)
         if slick is None and procs.is_main:
             slick = categorise(*base.get(), sel.candidates, sel.demos, cfg.probe, progress=self.progress, **kw)
@@ -341,7 +380,7 @@ class _Run:
         self.stage("similarity split")
         sim_key = _hash(self.mkey, _ids(ft_sets["ft-known"]), _ids(ft_sets["ft-unknown"]), _ids(sel.test_id),
                         _ids(sel.test_other), cfg.data.near_quantile, cfg.data.test_size, cfg.data.sim_buckets)
-        by_sim = _similarity(sel, ft_sets, base, cfg, sim_key, out, procs)
+        by_sim = _similarity(sel, ft_sets, base, cfg, sim_key, out, procs, self.fmt)
         base.release()
         tests = {"id": sel.test_id, **by_sim, TWO_HOP_SPLIT: sel.two_hop, HOPS_SPLIT: sel.hops}
         tests = {k: v for k, v in tests.items() if v}
@@ -362,7 +401,7 @@ class _Run:
             keys[name] = _hash(self.mkey, dataclasses.asdict(self.cfg.finetune), self.cfg.runtime.dtype,
                                self.cfg.seed, _ids(ft_sets[name]), _ids(self.sel.dev))
             summaries[name] = _finetune_cached(self.model_dir, ft_sets[name], self.sel.dev, self.cfg, self.out / name,
-                                               keys[name], self.progress, self.procs)
+                                               keys[name], self.progress, self.procs, self.fmt)
             self.bar.update()
         return summaries, keys
 
@@ -377,7 +416,8 @@ class _Run:
                             {k: _ids(v) for k, v in tests.items()}, {r: _ids(x) for r, x in sel.demos.items()},
                             _ids(sel.two_hop_demos))
                 if self.procs.is_main:
-                    files.update(_evaluate_cached(self.out, name, stage, key, tests, sel, cfg, self.progress))
+                    files.update(_evaluate_cached(self.out, name, stage, key, tests, sel, cfg, self.progress,
+                                                  self.fmt))
                 self.bar.update()
         self.procs.barrier()
         return files
@@ -390,14 +430,19 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
     Args:
         model_dir: a local Hugging Face causal LM directory (see :func:`llm_bridge.models.load_model`).
         data: one of ``entityquestions``, ``popqa``, ``mmlu``, ``synthetic``.
-        data_path: the dataset's root directory or file.
-        cfg: the configuration (default: ``BridgeConfig()``).
+        data_path: the dataset's root directory or file (synthetic: a kgsim world directory, or a
+            graph ``.npz``/``.tsv``).
+        cfg: the configuration (default: ``BridgeConfig()``). With ``data.format = "kgsim-tokens"``
+            the model must be a kgsim export of that world (``kgsim pretrain``'s ``hf/``); every
+            accuracy row then also holds kgsim's own measurement of the same checkpoint on the same
+            prompts (``kgsim_fact``, ``n_disagree``; summary under ``agreement``).
         out_dir: the run directory (created; a finished or partial run there is resumed).
         progress: show tqdm progress bars.
         until: stop after ``categorise`` or ``finetune`` (the results then hold what exists).
 
     Raises:
-        ConfigError: invalid config or `until`. ModelDirError: bad model directory.
+        ConfigError: invalid config or `until`, a kgsim-token prompt longer than the model's context.
+        ModelDirError: bad model directory (or not this world's kgsim vocabulary).
         DatasetFileError: bad data files. BridgeError: the data cannot give balanced FT sets.
     """
     from tqdm.auto import tqdm
@@ -410,14 +455,18 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     procs, mkey = _Processes(), model_fingerprint(model_dir)
-    splits, info = load_data(data, data_path, cfg)
+    fmt = prompt_format(data, data_path, cfg)
+    if fmt is not TEXT:
+        _check_kgsim_model(model_dir, fmt, cfg)
+    splits, info = load_data(data, data_path, cfg, fmt)
     sel = select(splits, cfg)
     _write_json(out / "run.json", {"schema": SCHEMA, "model_dir": str(model_dir), "model_key": mkey, "data": data,
                                    "data_path": str(Path(data_path).resolve()), **info, "config": to_dict(cfg),
                                    "versions": _versions(), "git_commit": _git_commit()}, procs)
     n_steps = 2 + (2 if until != "categorise" else 0) + (4 if until == "evaluate" else 0)
     bar = tqdm(total=n_steps, desc="bridge", disable=not progress or not procs.is_main)
-    run = _Run(model_dir, out, cfg, sel, mkey, procs, progress, bar)
+    skey = mkey if fmt is TEXT else _hash(mkey, fmt.name)         # stage cache keys (text keys unchanged)
+    run = _Run(model_dir, out, cfg, sel, skey, procs, progress, bar, fmt)
     slick, ft_sets, tests = run.categorise()
     ft_summary, ft_keys = run.finetune(ft_sets) if until != "categorise" else ({}, {})
     edge_files = run.evaluate(ft_keys, tests) if until == "evaluate" else {}
@@ -427,15 +476,23 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
     return results
 
 
+def _check_kgsim_model(model_dir: Path, fmt, cfg: BridgeConfig) -> None:
+    """The model reads the world's kgsim tokens and every configured prompt fits its context."""
+    mc = json.loads((model_dir / "config.json").read_text())
+    n_pos = mc.get("n_positions") or mc.get("max_position_embeddings")
+    lengths = fmt.prompt_lengths(cfg.eval.k_shots, cfg.probe.n_shots, cfg.eval.cot_shots if cfg.eval.cot else None)
+    fmt.check_model(load_tokenizer(model_dir), n_pos, lengths)
+
+
 def _finetune_cached(model_dir, train, dev, cfg: BridgeConfig, out: Path, key: str, progress: bool,
-                     procs: _Processes) -> dict:
+                     procs: _Processes, fmt=TEXT) -> dict:
     done = out / "finetune.json"
     if done.is_file() and (out / "es").is_dir() and (out / "con").is_dir():
         summary = json.loads(done.read_text())
         if summary.get("key") == key:
             return summary
     summary = finetune(model_dir, train, dev, cfg.finetune, out, seed=cfg.seed, dtype=cfg.runtime.dtype,
-                       progress=progress)
+                       progress=progress, fmt=fmt)
     summary["key"] = key
     _write_json(done, summary, procs)
     procs.barrier()
@@ -443,8 +500,9 @@ def _finetune_cached(model_dir, train, dev, cfg: BridgeConfig, out: Path, key: s
 
 
 def _evaluate_cached(out: Path, name: str, stage: str, key: str, tests: dict, sel: Selection, cfg: BridgeConfig,
-                     progress: bool) -> dict:
-    """Evaluate one checkpoint unless every EdgeSet file already holds `key`; returns {edge key: file}."""
+                     progress: bool, fmt=TEXT) -> dict:
+    """Evaluate one checkpoint unless every EdgeSet file already holds `key`; returns {edge key: file}.
+    With kgsim tokens, kgsim's own verdicts on the same prompts go to ``meta["kgsim_correct"]``."""
     edir = out / "edges"
     wanted = [(name, stage, split, p) for split in tests for p in cfg.eval.prompt_names(split)]
     files = {k: edir / edge_filename(k) for k in wanted}
@@ -452,7 +510,11 @@ def _evaluate_cached(out: Path, name: str, stage: str, key: str, tests: dict, se
         return {k: f.name for k, f in files.items()}
     model, tok = load_checkpoint(out / name / stage, dtype=cfg.runtime.dtype, device=cfg.runtime.device)
     edges = evaluate_model(model, tok, tests, sel.demos, cfg.eval, model_name=name, stage=stage,
-                           two_hop_pool=sel.two_hop_demos, seed=cfg.seed, progress=progress)
+                           two_hop_pool=sel.two_hop_demos, seed=cfg.seed, progress=progress, fmt=fmt)
+    if fmt is not TEXT:
+        simulator = kgsim_model(model)
+        for (_, _, split, prompt), es in edges.items():
+            es.meta["kgsim_correct"] = fmt.simulate(simulator, prompt, tests[split], es.meta["demos"]).tolist()
     for es in edges.values():
         es.meta["key"] = key
     save_edgesets(edges, edir)
@@ -478,8 +540,17 @@ def _results(model_dir, mkey, data, data_path, cfg, sel, slick, ft_sets, tests, 
     for (m, st, split, p), fname in sorted(edge_files.items()):
         es = EdgeSet.load(out / "edges" / fname)
         facts[(m, st, split, p)] = es.fact()
-        res["accuracy"].append({"model": m, "stage": st, "split": split, "prompt": p, "n": es.n,
-                                "correct": es.size, "fact": es.fact(), "file": f"edges/{fname}"})
+        row = {"model": m, "stage": st, "split": split, "prompt": p, "n": es.n, "correct": es.size,
+               "fact": es.fact(), "file": f"edges/{fname}"}
+        if "kgsim_correct" in es.meta:                  # kgsim's measurement of the same checkpoint and prompts
+            sim = np.array(es.meta["kgsim_correct"], bool)
+            row |= {"kgsim_fact": float(sim.mean()) if len(sim) else 0.0, "n_disagree": int((sim != es.correct).sum())}
+        res["accuracy"].append(row)
+    sims = [r for r in res["accuracy"] if "kgsim_fact" in r]
+    if sims:
+        res["agreement"] = {"rows": len(sims), "n": sum(r["n"] for r in sims),
+                            "n_disagree": sum(r["n_disagree"] for r in sims),
+                            "max_abs_diff": max(abs(r["fact"] - r["kgsim_fact"]) for r in sims)}
     for (m, st, split, p), fk in sorted(facts.items()):
         if m == "ft-known" and ("ft-unknown", st, split, p) in facts:
             fu = facts[("ft-unknown", st, split, p)]
@@ -489,4 +560,4 @@ def _results(model_dir, mkey, data, data_path, cfg, sel, slick, ft_sets, tests, 
 
 
 __all__ = ["PRESETS", "SCHEMA", "BridgeConfig", "BridgeError", "DataConfig", "RuntimeConfig", "Selection",
-           "balanced_sets", "bridge_config", "load_data", "load_graph", "run_bridge", "select"]
+           "balanced_sets", "bridge_config", "load_data", "load_graph", "prompt_format", "run_bridge", "select"]

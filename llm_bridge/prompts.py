@@ -18,6 +18,25 @@ model's answer is its continuation up to the first newline.
 'Q: Where was Kato born?\\nA: Sabi\\nQ: Where was Mirelu born?\\nA:'
 >>> finetune_pair(d)
 ('Q: Where was Kato born?\\nA:', ' Sabi\\n')
+
+A *prompt format* renders these prompts for whole batches and reads the answers back; the pipeline,
+SliCK, fine-tuning and evaluation take one (``fmt=``). :data:`TEXT` is this module's format;
+:class:`llm_bridge.kgsim_tokens.KgsimTokens` renders kgsim's own token prompts
+(``data.format = "kgsim-tokens"``). A format has:
+
+- ``name``; ``pooling`` (``"mean"`` or ``"last"``: how :func:`llm_bridge.generation.embed` pools a
+  query); ``two_hop_same_relation`` (2-hop demonstrations of the query's own composed relation);
+- ``zero_shot(examples)``, ``few_shot(examples, demos)``, ``cot(examples, demos)``,
+  ``direct_two_hop(examples, demos)``: one prompt text per example (``demos``: one list of
+  demonstration examples per example); ``finetune_pair(example)``: (prompt, target);
+- ``generate(model, tokenizer, texts, *, max_new_tokens, **kw)``: the answers (see
+  :func:`llm_bridge.generation.generate` for ``kw``); ``generate_cot(model, tokenizer, texts,
+  examples, *, max_new_tokens, **kw)``: the chains of thought;
+- ``correct(output, example, match)``; ``cot_answer(output)``: a chain's final answer;
+  ``bridge_named(output, example)``: whether a chain names the example's bridge entity.
+
+>>> TEXT.few_shot([d], [[d]]) == [few_shot(d.question, [d])]
+True
 """
 from __future__ import annotations
 
@@ -54,3 +73,56 @@ def direct_two_hop(question: str, demos: Sequence) -> str:
 def finetune_pair(example) -> tuple[str, str]:
     """(prompt, target) of a fine-tuning example: the zero-shot prompt and `` answer\\n``."""
     return zero_shot(example.question), f" {example.answer}\n"
+
+
+class TextFormat:
+    """The natural-language Q/A format of this module (see the module docstring for the protocol)."""
+
+    name = "text"
+    pooling = "mean"
+    two_hop_same_relation = False
+
+    def zero_shot(self, examples: Sequence) -> list[str]:
+        return [zero_shot(e.question) for e in examples]
+
+    def few_shot(self, examples: Sequence, demos: Sequence[Sequence]) -> list[str]:
+        return [few_shot(e.question, ds) for e, ds in zip(examples, demos, strict=True)]
+
+    def cot(self, examples: Sequence, demos: Sequence[Sequence]) -> list[str]:
+        return [cot(e.question, ds) for e, ds in zip(examples, demos, strict=True)]
+
+    def direct_two_hop(self, examples: Sequence, demos: Sequence[Sequence]) -> list[str]:
+        return [direct_two_hop(e.question, ds) for e, ds in zip(examples, demos, strict=True)]
+
+    def finetune_pair(self, example) -> tuple[str, str]:
+        return finetune_pair(example)
+
+    def generate(self, model, tokenizer, texts: Sequence[str], *, max_new_tokens: int, **kw) -> list[str]:
+        """One-line answers (:func:`llm_bridge.generation.generate`)."""
+        from .generation import generate
+
+        return generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, **kw)
+
+    def generate_cot(self, model, tokenizer, texts: Sequence[str], examples: Sequence, *, max_new_tokens: int,
+                     **kw) -> list[str]:
+        """Free-running chains of thought, one line each."""
+        return self.generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, **kw)
+
+    def correct(self, output: str, example, match: str = "em") -> bool:
+        from .matching import is_correct
+
+        return is_correct(output, example.answers, match, choices=example.choices)
+
+    def cot_answer(self, output: str) -> str:
+        from .verbalize import cot_final_answer
+
+        return cot_final_answer(output)
+
+    def bridge_named(self, output: str, example) -> bool:
+        from .matching import contains_answer
+
+        return bool(example.bridge) and contains_answer(output, [example.bridge])
+
+
+TEXT = TextFormat()
+FORMATS = ("text", "kgsim-tokens")

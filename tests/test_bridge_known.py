@@ -6,6 +6,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 import torch
 
+import llm_bridge.generation as generation
 import llm_bridge.known as known
 from kgsim.config import ConfigError
 from llm_bridge.datasets import QAExample
@@ -65,7 +66,7 @@ def test_p_correct_bookkeeping_with_an_oracle(monkeypatch, tmp_path):
             out.append(f" City{i}" if ok else " Nowhere")
         return out
 
-    monkeypatch.setattr(known, "generate", oracle)
+    monkeypatch.setattr(generation, "generate", oracle)      # the text format generates through it
     cfg = SliCKConfig(n_shots=2, n_exemplar_sets=3, n_samples=4)
     res = categorise(None, None, examples, POOL, cfg, seed=0, model_key="m", cache_path=tmp_path / "slick.json")
     assert [res[e.id].category for e in examples] == ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
@@ -91,7 +92,7 @@ def test_resume_from_partial_cache(monkeypatch, tmp_path):
         seen.extend(texts)
         return [" City0"] * len(texts)
 
-    monkeypatch.setattr(known, "generate", oracle)
+    monkeypatch.setattr(generation, "generate", oracle)      # the text format generates through it
     path = tmp_path / "slick.json"
     full = categorise(None, None, examples, POOL, cfg, cache_path=path)
     import json
