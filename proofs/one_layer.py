@@ -198,6 +198,21 @@ def _outer_unit(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.outer(u, v) / ((u @ u) * (v @ v))
 
 
+def _value_matrix(phi: np.ndarray, phi_rel: np.ndarray, s: np.ndarray, a: np.ndarray, sal: np.ndarray,
+                  pools, relation_strength: float) -> np.ndarray:
+    """W_V = Σ_f sal_f φ(a_f) φ(s_f)ᵀ/‖·‖² + Σ_r Σ_{ans ∈ pool_r} strength · φ(ans) φ(r)ᵀ/‖·‖² (the
+    first answer of each pool is the generic one, at ``relation_strength``; the others at a third)."""
+    d = phi.shape[1]
+    w_v = np.zeros((d, d))
+    for f in range(s.size):
+        w_v += sal[f] * _outer_unit(phi[a[f]], phi[s[f]])
+    for rel, pool in enumerate(pools):
+        for j, ans in enumerate(pool):
+            strength = relation_strength * (1.0 if j == 0 else 1 / 3)
+            w_v += strength * _outer_unit(phi[ans], phi_rel[rel])
+    return w_v
+
+
 def build_world(cfg: OneLayerConfig) -> _World:
     """The pretrained one-layer model and its facts (seeded by ``cfg.seed``)."""
     cfg.validate()
@@ -214,14 +229,49 @@ def build_world(cfg: OneLayerConfig) -> _World:
     a = pools[r, pick]
     known = (np.arange(s.size) % n_sub) < n_sub // 2
     sal = np.where(known, rng.uniform(*cfg.salience_known, s.size), cfg.salience_unknown)
-    w_v = np.zeros((d, d))
-    for f in range(s.size):
-        w_v += sal[f] * _outer_unit(phi[a[f]], phi[s[f]])
-    for rel in range(n_rel):
-        for j, ans in enumerate(pools[rel]):
-            strength = cfg.relation_strength * (1.0 if j == 0 else 1 / 3)
-            w_v += strength * _outer_unit(phi[ans], phi_rel[rel])
+    w_v = _value_matrix(phi, phi_rel, s, a, sal, pools, cfg.relation_strength)
     return _World(phi, phi_rel, p_subj, p_rel, w_v, s, r, a, known, pools[:, 0])
+
+
+def world_from_facts(s, r, a, sal, known, n_entities: int, n_relations: int, cfg: OneLayerConfig) -> _World:
+    """The pretrained one-layer model over *given* facts (e.g. a kgsim world's graph).
+
+    ``s``, ``r``, ``a``: int [n_facts] entity / relation ids (entities < ``n_entities``, relations <
+    ``n_relations``); ``sal``: float [n_facts], each fact's salience S(s, r, a) in the pretrained W_V;
+    ``known``: bool [n_facts], recorded on the world. Each relation's answer pool is the set of its
+    facts' distinct answers, most frequent first (that one is its generic answer; ties: lowest id).
+    Embeddings are drawn from ``cfg.seed``'s stream ``proofs/one_layer/facts-world``, of dimension
+    ``cfg.d_model``; ``cfg.relation_strength`` sets the relation-to-answer values. Raises ValueError
+    on arrays of different lengths, ids out of range, or a relation without facts.
+    """
+    s, r, a = (np.asarray(x, np.int64) for x in (s, r, a))
+    sal, known = np.asarray(sal, np.float64), np.asarray(known, bool)
+    if not (s.shape == r.shape == a.shape == sal.shape == known.shape) or s.ndim != 1:
+        shapes = [x.shape for x in (s, r, a, sal, known)]
+        raise ValueError(f"s, r, a, sal, known must be 1-d of one length, got shapes {shapes}")
+    if s.size and (min(s.min(), a.min(), r.min()) < 0 or max(s.max(), a.max()) >= n_entities
+                   or r.max() >= n_relations):
+        raise ValueError(f"fact ids out of range: n_entities = {n_entities}, n_relations = {n_relations}")
+    d = cfg.d_model
+    rng = stream(cfg.seed, "proofs/one_layer/facts-world")
+    phi = rng.normal(0, 1 / np.sqrt(d), (n_entities, d))
+    phi_rel = rng.normal(0, 1 / np.sqrt(d), (n_relations, d))
+    p_subj, p_rel = rng.normal(0, 1 / np.sqrt(d), (2, d))
+    pools = []
+    for rel in range(n_relations):
+        ans, counts = np.unique(a[r == rel], return_counts=True)
+        if not ans.size:
+            raise ValueError(f"relation {rel} has no facts: every relation needs an answer pool")
+        pools.append(ans[np.argsort(-counts, kind="stable")])
+    # the sums of _value_matrix as two matrix products (same terms, other rounding order)
+    sq = (phi ** 2).sum(1)
+    w_v = (phi[a] * (sal / (sq[a] * sq[s]))[:, None]).T @ phi[s]
+    pr = np.concatenate([np.full(len(p), k) for k, p in enumerate(pools)])
+    pa = np.concatenate(pools)
+    first = np.concatenate([[True] + [False] * (len(p) - 1) for p in pools])
+    strength = cfg.relation_strength * np.where(first, 1.0, 1 / 3) / (sq[pa] * (phi_rel[pr] ** 2).sum(1))
+    w_v += (phi[pa] * strength[:, None]).T @ phi_rel[pr]
+    return _World(phi, phi_rel, p_subj, p_rel, w_v, s, r, a, known, np.array([p[0] for p in pools]))
 
 
 def salience(world: _World, facts: np.ndarray, w_v: np.ndarray | None = None) -> np.ndarray:
@@ -310,20 +360,29 @@ def simulate(cfg: OneLayerConfig = OneLayerConfig()) -> OneLayerResult:
     Seeded by ``cfg.seed``: the world and the choice of fine-tuning and test facts. Returns an
     :class:`OneLayerResult` (``summary()`` for the numbers, :func:`write_figure` for a plot).
     """
-    import torch
-
     world = build_world(cfg)
     rng = stream(cfg.seed, "proofs/one_layer/split")
     known, unknown = np.flatnonzero(world.known), np.flatnonzero(~world.known)
     known = rng.permutation(known)
     ft_known, test = known[: cfg.n_finetune], known[cfg.n_finetune:]
     ft_unknown = rng.permutation(unknown)[: cfg.n_finetune]
+    return simulate_on(world, ft_known, ft_unknown, test, cfg)
+
+
+def simulate_on(world: _World, ft_known, ft_unknown, test, cfg: OneLayerConfig = OneLayerConfig()) -> OneLayerResult:
+    """Fine-tune `world`'s pretrained model (from :func:`build_world` or :func:`world_from_facts`)
+    on the facts ``ft_known`` and, separately, ``ft_unknown`` (int arrays of indices into the world's
+    facts) and measure on ``test``; ``cfg`` gives ``steps``, ``lr`` and ``train_value``. Returns an
+    :class:`OneLayerResult` with runs "ft-known" and "ft-unknown". Deterministic (no randomness)."""
+    import torch
+
     world_t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in
                (("phi", world.phi), ("phi_rel", world.phi_rel), ("p_subj", world.p_subj), ("p_rel", world.p_rel),
                 ("s", world.s), ("r", world.r), ("a", world.a), ("generic", world.generic))}
+    test = np.asarray(test, np.int64)
     out = OneLayerResult(cfg, int(test.size))
     for name, train in (("ft-known", ft_known), ("ft-unknown", ft_unknown)):
-        out.runs[name] = _finetune(torch, world, world_t, train, test, cfg)
+        out.runs[name] = _finetune(torch, world, world_t, np.asarray(train, np.int64), test, cfg)
     return out
 
 
