@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from . import rng as rngs
-from .config import ConfigError, ExperimentConfig, replace, to_dict
+from .config import ConfigError, ExperimentConfig
 from .corpus import PAD
 from .io import write_json, write_npz
 from .model import GPT, build_model, export_hf, load_model
@@ -63,12 +62,6 @@ def world_stage(cfg: ExperimentConfig, cache: Path, progress: Progress = _quiet)
 
 def base_hash(cfg: ExperimentConfig) -> str:
     return cfg.section_hash("graph", "corpus", "splits", "model", "pretrain")
-
-
-def _step_reporter(progress: Progress, stage: str, total: int):
-    def report(step: int) -> None:
-        progress(stage, step, total)
-    return report
 
 
 def pretrain_stage(cfg: ExperimentConfig, world: World, cache: Path, progress: Progress = _quiet,
@@ -232,6 +225,3 @@ def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Spli
             "first_fitted_step": fitted, "curve": curve, "es_path": str(result.es_path),
             "con_path": str(result.con_path)}
 
-
-def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
-    return replace(cfg, seed=seed)

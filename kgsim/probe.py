@@ -32,7 +32,7 @@ def _device(model) -> torch.device:
 
 
 @torch.no_grad()
-def last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 16, bf16: bool = False) -> torch.Tensor:
+def last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 14, bf16: bool = False) -> torch.Tensor:
     """float32 [n, V]: the logits after the last token of each row of `tokens` [n, T].
 
     Works with kgsim's GPT (hidden states + LM head at the last position only) and with any

@@ -142,7 +142,7 @@ def render(res: dict, run_dir: Path) -> Path:
     figs = figures(res, run_dir / "figures")
     agg = res["aggregate"]
     seeds = res["seeds"]
-    L = [f"# kgsim run report", "",
+    L = ["# kgsim run report", "",
          f"Seeds {seeds}; preset config in `config.toml`; kgsim {res['environment']['kgsim']}, torch "
          f"{res['environment']['torch']}, git {res['environment']['git_commit']}"
          f"{' (dirty)' if res['environment']['git_dirty'] else ''}. Figures are means with 95% Student-t "

@@ -121,7 +121,7 @@ def observations(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list
         for k in k_shots:
             z, fs = g(stage, "id", "zero-shot"), g(stage, "id", f"{k}-shot")
             o3[f"{stage}: {k}-shot shrinks the ID gap"] = verdict(diff(z, fs))
-            o3[f"{stage}: {k}-shot reverses the ID gap"] = verdict(fs, positive=False)
+            o3[f"{stage}: {k}-shot reverses the ID gap (value: Δ* itself)"] = verdict(fs, positive=False)
         if any("2hop" in s["gaps"].get(stage, {}) for s in per_seed):
             o3[f"{stage}: CoT shrinks the 2-hop gap vs direct"] = verdict(
                 diff(g(stage, "2hop", "direct-2hop"), g(stage, "2hop", "cot")))

@@ -44,7 +44,6 @@ this step; ``tokens_per_s``, input positions per second since the previous line;
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math

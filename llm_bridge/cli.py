@@ -115,7 +115,7 @@ def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
             "aggregate": aggregate([{k: s[k] for k in ("accuracy", "gaps")} for s in per_seed]),
             "observations": obs, "sim_buckets": sims, "bridge": {k: res.get(k) for k in ("model_dir", "data", "counts")}}
     write_json(out / "results_kgsim.json", view)
-    L = [f"# kgsim bridge report", "", f"Model `{res.get('model_dir')}`, data `{res.get('data')}`, seed {seed}. "
+    L = ["# kgsim bridge report", "", f"Model `{res.get('model_dir')}`, data `{res.get('data')}`, seed {seed}. "
          "One seed: verdicts rest on signs, with no interval.", "", "## Observations", ""]
     for name, parts in obs.items():
         L += [f"**{name}**: **{summarise_observation(parts)}**", "", "| claim | value (points) | verdict |",

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kgsim.edges import EdgeSet
+
 from .core import EXACT_TOL, CheckResult, SetLike, align, hoeffding_radius, mass, result, sq_mass
 
 # Assumption names, as CheckResult.assumptions and docs/counterexamples.md give them.
