@@ -32,8 +32,9 @@ def _device(model) -> torch.device:
 
 
 @torch.no_grad()
-def last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 14, bf16: bool = False) -> torch.Tensor:
-    """float32 [n, V]: the logits after the last token of each row of `tokens` [n, T].
+def iter_last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 14, bf16: bool = False):
+    """Yield (row slice, float32 logits [b, V] after the last token of those rows of `tokens` [n, T]),
+    batch by batch, so that [n, V] never has to exist at once (100k queries x 12k tokens = 5 GB).
 
     Works with kgsim's GPT (hidden states + LM head at the last position only) and with any
     Hugging Face causal LM (``model(input_ids).logits[:, -1]``)."""
@@ -41,7 +42,6 @@ def last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 14, bf16
     dev = _device(model)
     n, T = tokens.shape
     rows = max(1, tokens_per_batch // max(T, 1))
-    out = []
     for i in range(0, n, rows):
         idx = torch.as_tensor(tokens[i:i + rows], dtype=torch.long, device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
@@ -50,13 +50,21 @@ def last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 14, bf16
                 logits = model.lm_head(h[:, -1])                 # [b, V]
             else:
                 logits = model(input_ids=idx).logits[:, -1]      # [b, V]
-        out.append(logits.float())
-    return torch.cat(out) if out else torch.zeros(0, 0)
+        yield slice(i, i + len(idx)), logits.float()
+
+
+def last_logits(model, tokens: np.ndarray, **kw) -> torch.Tensor:
+    """float32 [n, V]: every row's logits after its last token (see :func:`iter_last_logits`)."""
+    parts = [lg for _, lg in iter_last_logits(model, tokens, **kw)]
+    return torch.cat(parts) if parts else torch.zeros(0, 0)
 
 
 def answers(model, batch: PromptBatch, **kw) -> np.ndarray:
     """int64 [n]: the greedy answer token after each prompt row."""
-    return last_logits(model, batch.tokens, **kw).argmax(-1).cpu().numpy()
+    out = np.zeros(batch.n, np.int64)
+    for sl, logits in iter_last_logits(model, batch.tokens, **kw):
+        out[sl] = logits.argmax(-1).cpu().numpy()
+    return out
 
 
 def correct_of(kg: KnowledgeGraph, vocab: Vocabulary, s: np.ndarray, r: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -135,12 +143,12 @@ def slick(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, demos
             batch = k_shot(vocab, s, r, draw_demonstrations(r, cfg.n_shots, demos, rng, exclude=facts), kg)
         else:
             batch = zero_shot(vocab, s, r)
-        logits = last_logits(model, batch.tokens, **kw)                        # [n, V]
-        greedy += correct_of(kg, vocab, s, r, logits.argmax(-1).numpy())
-        if cfg.n_samples and len(facts):
-            probs = torch.softmax(logits / cfg.temperature, -1)
-            draws = torch.multinomial(probs, cfg.n_samples, replacement=True, generator=gen).numpy()  # [n, S]
-            for j in range(cfg.n_samples):
-                sampled += correct_of(kg, vocab, s, r, draws[:, j])
+        for sl, logits in iter_last_logits(model, batch.tokens, **kw):         # [b, V] per batch
+            greedy[sl] += correct_of(kg, vocab, s[sl], r[sl], logits.argmax(-1).cpu().numpy())
+            if cfg.n_samples:
+                probs = torch.softmax(logits / cfg.temperature, -1)
+                draws = torch.multinomial(probs.cpu(), cfg.n_samples, replacement=True, generator=gen).numpy()
+                for j in range(cfg.n_samples):                                  # draws [b, S]
+                    sampled[sl] += correct_of(kg, vocab, s[sl], r[sl], draws[:, j])
     return SliCK(facts, greedy / cfg.n_exemplar_sets,
                  sampled / max(cfg.n_exemplar_sets * cfg.n_samples, 1))
