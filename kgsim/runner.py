@@ -185,10 +185,8 @@ def _init_worker(queue, threads: int) -> None:
 
 
 def _worker(args) -> dict:
-    cfg_dict, seed, run_dir, cache, threads = args
+    cfg_dict, seed, run_dir, cache = args
     cfg = from_dict(cfg_dict)
-    import torch
-    torch.set_num_threads(threads)
 
     def progress(stage, done, total):
         _QUEUE.put((seed, stage, done, total))
@@ -200,24 +198,22 @@ def _worker(args) -> dict:
 
 
 def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Path, show: bool = True) -> list[dict]:
-    """Run `seeds` in up to ``cfg.run.workers`` processes (one torch thread each), with a progress
-    bar per seed. Raises RuntimeError naming the seed if one fails."""
+    """Run `seeds` in up to ``cfg.run.workers`` processes (one torch thread each, so a seed's numbers
+    are the same whichever seeds run beside it), with a progress bar per seed. Raises RuntimeError
+    naming the seed if one fails."""
     from tqdm import tqdm
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     workers = max(1, min(cfg.run.workers, len(seeds), os.cpu_count() or 1))
-    threads = max(1, (os.cpu_count() or 1) // workers)
     bars = {s: tqdm(total=1, desc=f"seed {s}: waiting", position=i, leave=True, disable=None if show else True,
                     bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]")
             for i, s in enumerate(seeds)}
-    # One thread per process; the seeds of a last, partial round share the cores that free up.
-    cores = os.cpu_count() or 1
-    full = len(seeds) - len(seeds) % workers
-    jobs = [(to_dict(cfg), s, str(run_dir), str(cache),
-             threads if i < full else max(1, cores // (len(seeds) - full))) for i, s in enumerate(seeds)]
+    # One torch thread per seed process, always: the numbers of a seed then do not depend on how many
+    # seeds run beside it (thread count changes float reduction order), and no core is oversubscribed.
+    jobs = [(to_dict(cfg), s, str(run_dir), str(cache)) for s in seeds]
     current: dict[int, tuple[str, int]] = {}
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue, threads)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue, 1)) as pool:
         pending = pool.map_async(_worker, jobs)
         while True:
             try:
