@@ -118,3 +118,29 @@ def test_config_error_names_key_and_value():
     with pytest.raises(ConfigError) as e:
         load_config("default", overrides=["corpus.facts_per_doc=0"])
     assert "corpus.facts_per_doc = 0" in str(e.value)
+
+
+def test_pretrain_command_writes_checkpoint_export_plot_and_probe(capsys, tmp_path):
+    """`kgsim pretrain` on the smoke preset: every promised file, an HF export that loads offline
+    and gives kgsim's logits, and a second call that reuses the cached model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from kgsim.model import load_model
+
+    out = tmp_path / "pre"
+    code, stdout, err = run(capsys, "pretrain", "--preset", "smoke", "--out", str(out))
+    assert code == 0, err
+    for f in ("base.safetensors", "metrics.jsonl", "pretraining.png", "probe.json", "summary.json", "hf/config.json"):
+        assert (out / f).is_file(), f
+    assert "extraction rate" in stdout and "SliCK vs exposure" in stdout
+    ours = load_model(out / "base.safetensors").eval()
+    hf = AutoModelForCausalLM.from_pretrained(out / "hf", local_files_only=True).eval()
+    idx = torch.tensor([[1, 4, 10, 410, 5]])
+    with torch.no_grad():
+        assert (ours(idx) - hf(idx).logits).abs().max() < 1e-4
+    before = (out / "metrics.jsonl").read_bytes()
+    code, _, _ = run(capsys, "pretrain", "--preset", "smoke", "--out", str(out))
+    assert code == 0 and (out / "metrics.jsonl").read_bytes() == before       # reused, not retrained
+    code, _, err = run(capsys, "pretrain", "--preset", "smoke", "--set", "pretrain.steps=7", "--out", str(out))
+    assert code == 2 and "another pretraining" in err
