@@ -82,6 +82,7 @@ def main() -> None:
     summary["bridge_wall_s"] = time.perf_counter() - tb
     report = write_kgsim_view(args.out / "bridge", bres, bcfg.seed)
     ft = bres.get("finetune", {})
+    summary["bridge_timings"] = bres.get("timings")
     summary["bridge"] = {"counts": bres.get("counts"), "agreement": bres.get("agreement"),
                          "finetune": {m: {k: v for k, v in (ft.get(m) or {}).items() if not isinstance(v, (list, dict))}
                                       for m in ("ft-known", "ft-unknown")},
@@ -89,6 +90,12 @@ def main() -> None:
     summary["total_s"] = time.perf_counter() - t0
     (args.out / "gpu_bridge.json").write_text(json.dumps(summary, indent=1, default=str))
     print(f"bridge: {summary['bridge_wall_s']:.0f} s; report {report}")
+    print("  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in (bres.get("timings") or {}).items()))
+    for m in ("ft-known", "ft-unknown"):
+        f = ft.get(m) or {}
+        if "train_tokens_per_s" in f:
+            print(f"  {m}: {f['steps']} steps in {f['train_wall_s']:.1f} s ({f['train_tokens_per_s']:,.0f} tokens/s "
+                  f"with dev evaluations), ES step {f['es_step']}")
     for g in bres.get("gap", []):
         if g["split"] not in ("id", "near-id", "open-world", "2hop"):
             continue

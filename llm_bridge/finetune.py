@@ -4,11 +4,18 @@ Convergence checkpoints (science.md §1: FT-Known / FT-Unknown at ES and Con.).
 :func:`finetune` trains with the transformers ``Trainer`` on ``Q: question\\nA: answer\\n``
 examples (loss on the answer tokens only). A :class:`DevAccuracyCallback` measures
 **generation-based** dev accuracy (greedy, zero-shot, the same matching as evaluation) every
-``eval_every`` optimiser steps and at the last step, and saves the best-so-far model (earliest step
+``eval_every`` optimiser steps and at the last step, and keeps the best-so-far weights (earliest step
 on ties) as the **ES** checkpoint; the model after the last step is the **Con.** checkpoint, whose
 fit to the training set is measured and recorded. Checkpoints are safetensors: the whole model for
 ``method="full"``, the adapter for ``method="lora"`` (plus ``bridge_checkpoint.json`` naming the base
 model); :func:`load_checkpoint` loads either (LoRA merged into the base for fast inference).
+
+Each checkpoint is written once: the best-so-far ES weights (the trainable parameters: every weight,
+or the adapter) are copied into host memory at each improvement and written to ``es/`` when
+training ends, not on every improvement. Resuming is unchanged: a run is cached only once
+``finetune.json`` is written (after ``es/`` and ``con/``), and an interrupted fine-tuning starts
+again from the base model (there is no mid-training resume), so a killed run leaves no ES checkpoint
+that a rerun would trust.
 
 Randomness: the Trainer seeds its own data order (and dropout) from ``args.seed``, derived from the
 run seed by ``kgsim.rng.torch_seed(seed, "finetune")`` (the Trainer's ``set_seed`` is the one global
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -194,14 +202,43 @@ def load_checkpoint(ckpt_dir: str | Path, dtype: str = "auto", device: str | Non
     return model, load_tokenizer(d)
 
 
+class _Snapshot:
+    """Host copies of a model's trainable parameters (every weight, or a LoRA adapter), refreshed in
+    place (pinned buffers and asynchronous copies from a GPU: training goes on meanwhile)."""
+
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def take(self, model) -> None:
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            buf = self.buffers.get(name)
+            if buf is None:
+                pin = p.is_cuda and torch.cuda.is_available()
+                buf = self.buffers[name] = torch.empty(p.shape, dtype=p.dtype, device="cpu", pin_memory=pin)
+            buf.copy_(p.detach(), non_blocking=True)
+
+    @torch.no_grad()
+    def put(self, model) -> None:
+        """Copy the snapshot back into `model`'s parameters."""
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()                          # the host copies are complete
+        params = dict(model.named_parameters())
+        for name, buf in self.buffers.items():
+            params[name].copy_(buf)
+
+
 class DevAccuracyCallback:
-    """TrainerCallback: dev accuracy every `eval_every` steps and at the end; saves the best (ES)."""
+    """TrainerCallback: dev accuracy every `eval_every` steps and at the end; keeps the best weights
+    (ES) in host memory and writes them to `es_dir` when training ends."""
 
     def __init__(self, dev: Sequence[QAExample], tokenizer, cfg: FinetuneConfig, es_dir: Path, info: dict,
                  fmt=TEXT):
         self.dev, self.tokenizer, self.cfg, self.es_dir, self.info, self.fmt = dev, tokenizer, cfg, es_dir, info, fmt
         self.history: list[dict] = []
         self.best_acc, self.best_step = -1.0, -1
+        self.best = _Snapshot()
 
     def _evaluate(self, state, model) -> None:
         acc = accuracy(model, self.tokenizer, self.dev, match=self.cfg.match, batch_size=self.cfg.eval_batch_size,
@@ -210,8 +247,21 @@ class DevAccuracyCallback:
         if acc > self.best_acc:                              # strict: the earliest best step is kept
             self.best_acc, self.best_step = acc, state.global_step
             if state.is_world_process_zero:
-                save_checkpoint(model, self.tokenizer, self.es_dir,
-                                {**self.info, "stage": "es", "step": state.global_step, "dev_acc": acc})
+                self.best.take(model)
+
+    def _save_best(self, state, model) -> None:
+        """Write the ES checkpoint: the best weights, swapped into `model` and back."""
+        info = {**self.info, "stage": "es", "step": self.best_step, "dev_acc": self.best_acc}
+        if self.best_step == state.global_step:              # the model holds the best weights
+            save_checkpoint(model, self.tokenizer, self.es_dir, info)
+            return
+        current = _Snapshot()
+        current.take(model)
+        self.best.put(model)
+        try:
+            save_checkpoint(model, self.tokenizer, self.es_dir, info)
+        finally:
+            current.put(model)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # the Trainer logs the mean training loss since its last log right after on_step_end
@@ -225,6 +275,8 @@ class DevAccuracyCallback:
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if not self.history or self.history[-1]["step"] != state.global_step:
             self._evaluate(state, model)
+        if state.is_world_process_zero:
+            self._save_best(state, model)
 
 
 def _callback(dev, tokenizer, cfg, es_dir, info, fmt=TEXT):
@@ -269,9 +321,12 @@ def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QA
 
     Returns:
         ``{"method", "n_train", "n_dev", "steps", "es_step", "es_dev_acc", "con_step",
-        "con_dev_acc", "con_train_acc", "history": [{"step", "epoch", "dev_acc", "loss"}, ...]}``
+        "con_dev_acc", "con_train_acc", "train_wall_s", "train_tokens_per_s",
+        "history": [{"step", "epoch", "dev_acc", "loss"}, ...]}``
         (``loss``: the Trainer's mean training loss since its previous log, logged every
-        ``eval_every`` steps; None where an evaluation falls between logs, e.g. the last step).
+        ``eval_every`` steps; None where an evaluation falls between logs, e.g. the last step;
+        ``train_wall_s``: ``Trainer.train`` with its dev evaluations; ``train_tokens_per_s``: the
+        training examples' real tokens (pads excluded) per second of it).
 
     Raises:
         ConfigError: an invalid `cfg`. ValueError: empty `train` or `dev`.
@@ -298,14 +353,19 @@ def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QA
     trainer = Trainer(model=model, args=args, train_dataset=QADataset(train, tok, cfg.max_length, fmt),
                       data_collator=PadCollator(tok.pad_token_id), processing_class=tok, callbacks=[cb])
     trainer.remove_callback(PrinterCallback)
+    start = time.perf_counter()
     trainer.train()
+    wall = time.perf_counter() - start
     step = trainer.state.global_step
+    mean_len = sum(len(x["input_ids"]) for x in trainer.train_dataset.items) / len(train)
+    tokens = step * cfg.batch_size * cfg.grad_accum * trainer.args.world_size * mean_len      # real tokens, no pads
     con_dev = next(h["dev_acc"] for h in reversed(cb.history) if h["step"] == step)
     fit = accuracy(trainer.model, tok, list(train)[: cfg.fit_eval_size], match=cfg.match,
                    batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, fmt=fmt)
     summary = {"method": cfg.method, "n_train": len(train), "n_dev": len(dev), "steps": step,
                "es_step": cb.best_step, "es_dev_acc": cb.best_acc, "con_step": step, "con_dev_acc": con_dev,
-               "con_train_acc": fit, "history": cb.history}
+               "con_train_acc": fit, "train_wall_s": round(wall, 3), "train_tokens_per_s": round(tokens / wall, 1),
+               "history": cb.history}
     if trainer.is_world_process_zero():
         save_checkpoint(trainer.model, tok, out / "con", {**info, "stage": "con", "step": step, "dev_acc": con_dev,
                                                          "train_acc": fit})

@@ -7,6 +7,14 @@ logits processor that turns the sampled token into the only finite logit, so ``m
 runs its greedy loop (caches, padding, stopping) and no global RNG is read or seeded. A fresh
 ``GenerationConfig`` is used, so a checkpoint's own sampling defaults never leak in.
 
+:func:`next_tokens` is the fast path for answers that are exactly one token (kgsim-token prompts,
+:mod:`llm_bridge.kgsim_tokens`): one forward pass per batch of equally long prompts (no padding), the
+logits at the last position only, greedy = argmax and ``n_samples`` draws per prompt by
+``torch.multinomial`` on ``softmax(logits / T)`` with the same seeded generator, all on the model's
+device. Its greedy token is :func:`generate`'s first token (the same logits, float32 argmax); its
+samples follow the same distribution as :func:`generate` at ``temperature`` run once per sample,
+drawn in another order.
+
 :func:`embed` pools the last hidden layer (mean over real tokens, or the last token) (used for
 Near-ID vs Open-World).
 """
@@ -106,6 +114,90 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
         tokenizer.padding_side = side
         model.train(was_training)
     return out
+
+
+_KEEPS_LAST: dict[type, bool] = {}          # model class -> its forward takes logits_to_keep
+
+
+def _forward_last(model, ids: torch.Tensor) -> torch.Tensor:
+    """float32 [B, V]: the logits after the last token of each row of `ids` [B, T] (no padding).
+    Asks the model for the last position's logits only (``logits_to_keep=1``, as ``generate``'s
+    prefill does) where its forward takes that argument."""
+    kind = type(model)
+    if _KEEPS_LAST.get(kind, True):
+        try:
+            out = model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            _KEEPS_LAST[kind] = True
+            return out.logits[:, -1].float()
+        except TypeError:
+            _KEEPS_LAST[kind] = False
+    return model(input_ids=ids, use_cache=False).logits[:, -1].float()
+
+
+def _length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Row indices grouped by prompt length (shortest first, input order within a length), in batches
+    of at most `batch_size` rows: every batch is one [B, T] tensor without padding."""
+    out = []
+    for n in np.unique(lengths):
+        rows = np.flatnonzero(lengths == n)
+        out += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    return out
+
+
+@torch.no_grad()
+def next_tokens(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 32, n_samples: int = 0,
+                temperature: float = 1.0, seed: int = 0, stream: str = "sample", progress: bool = False,
+                desc: str = "next token") -> tuple[np.ndarray, np.ndarray]:
+    """The next token after each prompt: ``(greedy int64 [n], samples int64 [n, n_samples])``.
+
+    One forward pass per batch (prompts of equal token length, at most `batch_size` rows, on the
+    model's device); greedy is the argmax of the float32 last-position logits (what :func:`generate`
+    picks as its first token); samples are ``n_samples`` draws with replacement from
+    ``softmax(logits / temperature)`` per prompt, from a generator seeded by
+    ``kgsim.rng.torch_seed(seed, stream)`` (the same seed, stream, prompts and batch size give the
+    same samples). Decode ids with :func:`decode_each`.
+
+    Raises:
+        ValueError: a non-positive batch size or temperature, or negative `n_samples`.
+    """
+    from tqdm.auto import tqdm
+
+    if batch_size < 1 or n_samples < 0 or not temperature > 0:
+        raise ValueError(f"batch_size = {batch_size}, n_samples = {n_samples}, temperature = {temperature}: "
+                         "need batch_size >= 1, n_samples >= 0, temperature > 0")
+    n = len(prompts)
+    greedy, samples = np.zeros(n, np.int64), np.zeros((n, n_samples), np.int64)
+    if not n:
+        return greedy, samples
+    device = model_device(model)
+    ids = tokenizer(list(prompts))["input_ids"]
+    lengths = np.array([len(x) for x in ids])
+    if lengths.min() < 1:
+        raise ValueError("an empty prompt has no next token")
+    generator = torch_generator(seed, stream, device=str(device)) if n_samples else None
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in tqdm(_length_batches(lengths, batch_size), desc=desc, disable=not progress, leave=False):
+            batch = torch.tensor([ids[i] for i in idx], dtype=torch.long, device=device)     # [B, T]
+            logits = _forward_last(model, batch)                                             # [B, V]
+            greedy[idx] = logits.argmax(-1).cpu().numpy()
+            if n_samples:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                samples[idx] = torch.multinomial(probs, n_samples, replacement=True, generator=generator).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return greedy, samples
+
+
+def decode_each(tokenizer, ids: np.ndarray, skip_special_tokens: bool = False) -> list[str]:
+    """The text of each single token id in `ids` (any shape, flattened), as ``tokenizer.batch_decode``
+    of one-token rows gives it (each distinct id decoded once)."""
+    flat = np.asarray(ids, np.int64).ravel()
+    uniq = np.unique(flat)
+    texts = tokenizer.batch_decode([[int(i)] for i in uniq], skip_special_tokens=skip_special_tokens)
+    table = dict(zip(uniq.tolist(), texts))
+    return [table[i] for i in flat.tolist()]
 
 
 POOLINGS = ("mean", "last")

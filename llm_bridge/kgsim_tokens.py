@@ -16,6 +16,9 @@ kgsim world (``kgsim graph --out DIR``: graph.npz, splits.npz, corpus.npz; or a 
   them back to exactly kgsim's token rows (:meth:`KgsimTokens.check_model` checks the vocabulary).
 - **the answer** is the first generated token, special tokens kept (``<eos>`` is a wrong answer, as
   kgsim's argmax over the whole vocabulary); it is correct iff it is one of the gold answer tokens.
+  Being one token, it is read from one forward pass (:func:`llm_bridge.generation.next_tokens`: the
+  argmax of the last position's logits, what ``generate`` would produce; SliCK's samples drawn from
+  the same logits), not by ``generate``.
 - **CoT** runs in two steps, as :func:`kgsim.measure.measure_seed` does: the model's bridge m̂ is
   written into ``... <a> m̂ <sep> <q> m̂ Q2 <a>`` and the answer read after it.
 - **the simulator** (:meth:`KgsimTokens.simulate`): kgsim's own measurement of the same queries and
@@ -208,13 +211,35 @@ class KgsimTokens:
     # Answers
     # ---------------------------------------------------------------------------------------
 
-    def generate(self, model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 1, **kw) -> list[str]:
-        """The first generated token after each prompt (special tokens kept); `max_new_tokens` is
-        ignored: the answer is one token. `kw` as :func:`llm_bridge.generation.generate`."""
-        from .generation import generate
+    def generate(self, model, tokenizer, texts: Sequence[str], *, max_new_tokens: int = 1, temperature: float = 0.0,
+                 seed: int = 0, stream: str = "sample", **kw) -> list[str]:
+        """The first generated token after each prompt (special tokens kept): greedy, or one sample at
+        `temperature` > 0; `max_new_tokens` is ignored: the answer is one token. One forward pass per
+        batch (:func:`llm_bridge.generation.next_tokens`: the token ``generate`` would produce, without
+        its per-batch overhead); `kw`: ``batch_size``, ``progress``, ``desc``."""
+        if temperature > 0:
+            return self.generate_with_samples(model, tokenizer, texts, n_samples=1, temperature=temperature,
+                                              seed=seed, stream=stream, **kw)[1]
+        return self.generate_with_samples(model, tokenizer, texts, n_samples=0, **kw)[0]
 
-        outs = generate(model, tokenizer, texts, max_new_tokens=1, skip_special_tokens=False, **kw)
-        return [first_token(o) for o in outs]
+    def generate_with_samples(self, model, tokenizer, texts: Sequence[str], *, n_samples: int,
+                              temperature: float = 1.0, seed: int = 0, stream: str = "sample",
+                              max_new_tokens: int = 1, batch_size: int = 32, progress: bool = False,
+                              desc: str = "generate") -> tuple[list[str], list[str]]:
+        """(greedy answers [n], sampled answers [n * n_samples], prompt-major) from ONE forward pass
+        per batch: the greedy token and `n_samples` draws at `temperature` from the same logits
+        (seeded by `seed`, `stream`; :func:`llm_bridge.generation.next_tokens`). Answers as
+        :meth:`generate` writes them."""
+        from .generation import decode_each, next_tokens
+
+        greedy, samples = next_tokens(model, tokenizer, texts, batch_size=batch_size, n_samples=n_samples,
+                                      temperature=temperature if n_samples else 1.0, seed=seed, stream=stream,
+                                      progress=progress, desc=desc)
+
+        def answers(ids: np.ndarray) -> list[str]:
+            return [first_token(t.split("\n", 1)[0]) for t in decode_each(tokenizer, ids)]
+
+        return answers(greedy), answers(samples)
 
     def generate_cot(self, model, tokenizer, texts: Sequence[str], examples: Sequence[QAExample], *,
                      max_new_tokens: int = 1, **kw) -> list[str]:

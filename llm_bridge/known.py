@@ -2,8 +2,10 @@
 
 Each example is asked under ``n_exemplar_sets`` different k-shot prompts (k exemplars of its own
 relation, drawn from a demonstration pool), once greedily and ``n_samples`` times sampled at
-``temperature``. With P_greedy the share of prompts whose greedy answer is correct and P_sampled
-the share of correct samples:
+``temperature`` (``fmt.generate_with_samples``: in the text format ``generate`` on every prompt
+repeated ``n_samples`` times; with kgsim tokens, whose answer is one token, the greedy token and the
+samples come from one forward pass's logits). With P_greedy the share of prompts whose greedy
+answer is correct and P_sampled the share of correct samples:
 
 =============  =============================================
 HighlyKnown    P_greedy = 1
@@ -151,14 +153,12 @@ def _probe_chunk(model, tokenizer, chunk: Sequence[QAExample], sets: dict, cfg: 
     S = cfg.n_exemplar_sets
     queries = [e for e in chunk for _ in range(S)]
     texts = fmt.few_shot(queries, [_shots(e, sets[e.relation][j], cfg.n_shots) for e in chunk for j in range(S)])
-    greedy = fmt.generate(model, tokenizer, texts, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                          progress=progress, desc=f"SliCK greedy {name}")
+    greedy, samples = fmt.generate_with_samples(
+        model, tokenizer, texts, n_samples=cfg.n_samples, temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=seed, stream=f"slick-sample/{name}",
+        progress=progress, desc=f"SliCK {name}")
     g_ok = np.array([fmt.correct(g, e, cfg.match) for g, e in zip(greedy, queries)]).reshape(len(chunk), S)
     if cfg.n_samples:
-        reps = [t for t in texts for _ in range(cfg.n_samples)]
-        samples = fmt.generate(model, tokenizer, reps, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size,
-                               temperature=cfg.temperature, seed=seed, stream=f"slick-sample/{name}",
-                               progress=progress, desc=f"SliCK sampled {name}")
         owners = (e for e in chunk for _ in range(S * cfg.n_samples))
         s_ok = np.array([fmt.correct(s, e, cfg.match)
                          for s, e in zip(samples, owners)]).reshape(len(chunk), S * cfg.n_samples)

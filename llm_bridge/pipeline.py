@@ -46,6 +46,7 @@ measurement of the same checkpoint on the same prompts (``kgsim_fact``, ``n_disa
     accuracy: [{model, stage, split, prompt, n, correct, fact, file[, kgsim_fact, n_disagree]}, ...]
     agreement: {rows, n, n_disagree, max_abs_diff}                  (kgsim-tokens only: bridge vs kgsim)
     gap:      [{stage, split, prompt, fact_known, fact_unknown, delta}, ...]   delta = Δ_fact
+    timings:  {stage: wall seconds of this invocation (a cached stage takes ~0)}
 
 The configuration is :class:`llm_bridge.config.BridgeConfig` (re-exported here with
 :func:`~llm_bridge.config.bridge_config`).
@@ -58,6 +59,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -73,6 +75,7 @@ from .datasets import (DATASETS, QAExample, by_relation, load_entityquestions, l
 from .evaluate import (HOPS_SPLIT, MODELS, STAGES, TWO_HOP_SPLIT, edge_filename, evaluate_model,
                        max_similarity, save_edgesets, similarity_buckets, split_by_similarity)
 from .finetune import finetune, load_checkpoint
+from .generation import model_device
 from .kgsim_tokens import KgsimTokens, kgsim_model
 from .known import CATEGORIES, cached_categories, categorise, category_counts
 from .models import check_model_dir, load_model, load_tokenizer, model_fingerprint
@@ -360,9 +363,17 @@ class _Run:
     progress: bool
     bar: object
     fmt: object = TEXT
+    timings: dict = field(default_factory=dict)     # {stage: wall seconds} of this invocation
+    _current: tuple | None = None
 
-    def stage(self, name: str) -> None:
-        self.bar.set_description(f"bridge: {name}")
+    def stage(self, name: str | None) -> None:
+        """Start stage `name` (None: none), closing the running one's timing."""
+        now = time.perf_counter()
+        if self._current is not None:
+            self.timings[self._current[0]] = round(now - self._current[1], 3)
+        self._current = (name, now) if name is not None else None
+        if name is not None:
+            self.bar.set_description(f"bridge: {name}")
 
     def categorise(self) -> tuple[dict, dict, dict]:
         """SliCK categories (main process; the others read the cache), balanced FT sets, test splits."""
@@ -470,8 +481,10 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
     slick, ft_sets, tests = run.categorise()
     ft_summary, ft_keys = run.finetune(ft_sets) if until != "categorise" else ({}, {})
     edge_files = run.evaluate(ft_keys, tests) if until == "evaluate" else {}
+    run.stage(None)
     bar.close()
     results = _results(model_dir, mkey, data, data_path, cfg, sel, slick, ft_sets, tests, ft_summary, edge_files, out)
+    results["timings"] = run.timings
     _write_json(out / "results.json", results, procs)
     return results
 
@@ -512,7 +525,7 @@ def _evaluate_cached(out: Path, name: str, stage: str, key: str, tests: dict, se
     edges = evaluate_model(model, tok, tests, sel.demos, cfg.eval, model_name=name, stage=stage,
                            two_hop_pool=sel.two_hop_demos, seed=cfg.seed, progress=progress, fmt=fmt)
     if fmt is not TEXT:
-        simulator = kgsim_model(model)
+        simulator = kgsim_model(model).to(model_device(model))     # on the bridge model's device
         for (_, _, split, prompt), es in edges.items():
             es.meta["kgsim_correct"] = fmt.simulate(simulator, prompt, tests[split], es.meta["demos"]).tolist()
     for es in edges.values():

@@ -30,7 +30,9 @@ SliCK, fine-tuning and evaluation take one (``fmt=``). :data:`TEXT` is this modu
   ``direct_two_hop(examples, demos)``: one prompt text per example (``demos``: one list of
   demonstration examples per example); ``finetune_pair(example)``: (prompt, target);
 - ``generate(model, tokenizer, texts, *, max_new_tokens, **kw)``: the answers (see
-  :func:`llm_bridge.generation.generate` for ``kw``); ``generate_cot(model, tokenizer, texts,
+  :func:`llm_bridge.generation.generate` for ``kw``); ``generate_with_samples(model, tokenizer,
+  texts, *, n_samples, temperature, max_new_tokens, seed, stream, **kw)``: greedy answers and
+  ``n_samples`` sampled answers per prompt (SliCK); ``generate_cot(model, tokenizer, texts,
   examples, *, max_new_tokens, **kw)``: the chains of thought;
 - ``correct(output, example, match)``; ``cot_answer(output)``: a chain's final answer;
   ``bridge_named(output, example)``: whether a chain names the example's bridge entity.
@@ -102,6 +104,18 @@ class TextFormat:
         from .generation import generate
 
         return generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, **kw)
+
+    def generate_with_samples(self, model, tokenizer, texts: Sequence[str], *, n_samples: int, temperature: float,
+                              max_new_tokens: int, seed: int = 0, stream: str = "sample", desc: str = "generate",
+                              **kw) -> tuple[list[str], list[str]]:
+        """(greedy answers [n], sampled answers [n * n_samples], prompt-major): :meth:`generate` greedily,
+        then on every prompt repeated `n_samples` times at `temperature` (seeded by `seed`, `stream`)."""
+        greedy = self.generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, desc=f"{desc} greedy", **kw)
+        if not n_samples:
+            return greedy, []
+        reps = [t for t in texts for _ in range(n_samples)]
+        return greedy, self.generate(model, tokenizer, reps, max_new_tokens=max_new_tokens, temperature=temperature,
+                                     seed=seed, stream=stream, desc=f"{desc} sampled", **kw)
 
     def generate_cot(self, model, tokenizer, texts: Sequence[str], examples: Sequence, *, max_new_tokens: int,
                      **kw) -> list[str]:

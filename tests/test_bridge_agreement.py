@@ -22,7 +22,8 @@ from kgsim.rng import stream
 from kgsim.world import build_world, save_world
 from llm_bridge.agreement import AgreementError, agreement, format_agreement
 from llm_bridge.config import bridge_config
-from llm_bridge.kgsim_tokens import KgsimTokens
+from llm_bridge.generation import generate
+from llm_bridge.kgsim_tokens import KgsimTokens, first_token
 from llm_bridge.models import ModelDirError, build_tokenizer, load_model
 from llm_bridge.pipeline import BridgeError, load_graph, run_bridge
 
@@ -72,6 +73,23 @@ def test_token_prompts_are_kgsim_rows_and_matching_is_kgsims(export):
     assert not fmt.correct("<eos>", facts[0]) and not fmt.correct("", facts[0])
     with pytest.raises(ValueError, match="is not a fact of this graph"):
         fmt.zero_shot([two[0]])
+
+
+def test_one_forward_answers_are_generates_first_token(export):
+    """kgsim-token answers come from one forward pass (llm_bridge.generation.next_tokens): the same
+    tokens as Hugging Face generation's first token; SliCK's greedy answers and samples in one call."""
+    world, wdir, _, hf = export
+    model, tok = load_model(hf, dtype="float32", device="cpu")
+    fmt = KgsimTokens.from_path(world.kg, wdir)
+    facts = fmt.examples()
+    texts = fmt.few_shot(facts[:96], [facts[100:102]] * 96) + fmt.zero_shot(facts[:32])      # two lengths
+    slow = [first_token(o) for o in generate(model, tok, texts, max_new_tokens=1, batch_size=16, skip_special_tokens=False)]
+    assert fmt.generate(model, tok, texts, batch_size=16) == slow
+    greedy, samples = fmt.generate_with_samples(model, tok, texts, n_samples=3, temperature=0.5, seed=1, stream="s",
+                                                batch_size=16)
+    assert greedy == slow and len(samples) == 3 * len(texts) and set(samples) <= set(fmt.tokens)
+    assert fmt.generate(model, tok, texts[:8], temperature=0.5, seed=1, stream="s") == \
+        fmt.generate_with_samples(model, tok, texts[:8], n_samples=1, temperature=0.5, seed=1, stream="s")[1]
 
 
 def test_agreement_kgsim_vs_bridge_on_the_same_facts(export):

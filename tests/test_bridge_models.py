@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm_bridge.generation import embed, generate
+from llm_bridge.generation import decode_each, embed, generate, next_tokens
 from llm_bridge.models import (ModelDirError, build_tokenizer, load_model, model_fingerprint, pretrain,
                                resolve_device, save_model, tiny_llama)
 
@@ -113,6 +113,32 @@ def test_batched_generation_matches_single_and_sampling_is_seeded(saved):
     assert generate(model, tok, []) == []
     with pytest.raises(ValueError, match="temperature = -1"):
         generate(model, tok, PROMPTS, temperature=-1)
+
+
+def test_next_tokens_is_generates_first_token_and_samples_are_seeded(saved):
+    """The one-forward fast path: greedy = generate's first token (prompts of unequal length are
+    grouped by length, never padded); samples seeded, drawn from softmax(logits / T)."""
+    model, tok = load_model(saved, dtype="float32", device="cpu")
+    prompts = PROMPTS * 3
+    state = torch.get_rng_state()
+    greedy, samples = next_tokens(model, tok, prompts, batch_size=2, n_samples=5, temperature=0.7, seed=5, stream="t")
+    first = [generate(model, tok, [p], max_new_tokens=1, skip_special_tokens=False)[0] for p in PROMPTS] * 3
+    assert [t.split("\n", 1)[0] for t in decode_each(tok, greedy)] == first
+    assert greedy.shape == (12,) and samples.shape == (12, 5)
+    again = next_tokens(model, tok, prompts, batch_size=2, n_samples=5, temperature=0.7, seed=5, stream="t")[1]
+    other = next_tokens(model, tok, prompts, batch_size=2, n_samples=5, temperature=0.7, seed=6, stream="t")[1]
+    assert np.array_equal(samples, again) and not np.array_equal(samples, other)
+    assert torch.equal(state, torch.get_rng_state())     # sampling never touches the global generator
+    # 4000 draws for one prompt follow softmax(logits / T): the likeliest token's share within 5 SE
+    _, many = next_tokens(model, tok, PROMPTS[:1], n_samples=4000, temperature=0.7, seed=1, stream="t")
+    with torch.no_grad():
+        p = torch.softmax(model(**tok(PROMPTS[:1], return_tensors="pt")).logits[0, -1] / 0.7, -1)
+    top, p_top = int(p.argmax()), float(p.max())
+    assert abs((many[0] == top).mean() - p_top) < 5 * (p_top * (1 - p_top) / 4000) ** 0.5
+    assert next_tokens(model, tok, [])[0].shape == (0,)
+    assert next_tokens(model, tok, PROMPTS)[1].shape == (4, 0)
+    with pytest.raises(ValueError, match="temperature = 0"):
+        next_tokens(model, tok, PROMPTS, n_samples=2, temperature=0)
 
 
 def test_embed_shapes_and_padding_invariance(saved):
