@@ -362,10 +362,15 @@ def synthetic_examples(kg, vb, form: int = 0) -> list[QAExample]:
     return out
 
 
-def two_hop_examples(kg, vb) -> list[QAExample]:
+def two_hop_examples(kg, vb, *, question=None, name=None, rationale=None) -> list[QAExample]:
     """One example per 2-hop query of ``kg.two_hop()`` (row order): question 'What is the <r2> of
     the <r1> of <s>?', gold answer the end entity, ``bridge`` the middle entity, ``path`` the two
-    hops' fact ids, ``rationale`` the chain of thought that spells the path out."""
+    hops' fact ids, ``rationale`` the chain of thought that spells the path out. ``question(s, r1,
+    r2)``, ``name(e)`` and ``rationale(s, r1, r2, m, a)`` replace the verbaliser's renderings (the
+    kgsim-token format passes its own)."""
+    question = question or vb.two_hop_question
+    name = name or vb.name
+    rationale = rationale or vb.cot_answer
     rows = kg.two_hop()
     if len(rows) == 0:
         return []
@@ -373,10 +378,10 @@ def two_hop_examples(kg, vb) -> list[QAExample]:
     f2 = fact_index(kg, rows[:, 3], rows[:, 2], rows[:, 4])
     out = []
     for j, (s, r1, r2, m, a) in enumerate(rows.tolist()):
-        out.append(QAExample(f"2hop/{j}", vb.two_hop_question(s, r1, r2), (vb.name(a),),
-                             f"{kg.relation_name(r1)}.{kg.relation_name(r2)}", subject=vb.name(s), fact_id=j,
-                             bridge=vb.name(m), path=(int(f1[j]), int(f2[j])),
-                             rationale=vb.cot_answer(s, r1, r2, m, a)))
+        out.append(QAExample(f"2hop/{j}", question(s, r1, r2), (name(a),),
+                             f"{kg.relation_name(r1)}.{kg.relation_name(r2)}", subject=name(s), fact_id=j,
+                             bridge=name(m), path=(int(f1[j]), int(f2[j])),
+                             rationale=rationale(s, r1, r2, m, a)))
     return out
 
 

@@ -128,20 +128,11 @@ class KgsimTokens:
     def two_hop_examples(self) -> list[QAExample]:
         """One example per row of ``kg.two_hop()``: ``"s Q1 Q2"`` -> a, ``bridge`` m, ``path`` the
         two hops' fact ids, ``rationale`` the chain written as kgsim's CoT prompt writes it."""
-        from .datasets import fact_index
+        from .datasets import two_hop_examples
 
-        kg, rows = self.kg, self.rows
-        if len(rows) == 0:
-            return []
-        f1 = fact_index(kg, rows[:, 0], rows[:, 1], rows[:, 3])
-        f2 = fact_index(kg, rows[:, 3], rows[:, 2], rows[:, 4])
-        out = []
-        for j, (s, r1, r2, m, a) in enumerate(rows.tolist()):
-            out.append(QAExample(f"2hop/{j}", self._question(s, r1, r2), (self.entity(a),),
-                                 f"{kg.relation_name(r1)}.{kg.relation_name(r2)}", subject=self.entity(s),
-                                 fact_id=j, bridge=self.entity(m), path=(int(f1[j]), int(f2[j])),
-                                 rationale=f"{self.entity(m)} <sep> <q> {self._question(m, r2)} <a> {self.entity(a)}"))
-        return out
+        def rationale(s, r1, r2, m, a):
+            return f"{self.entity(m)} <sep> <q> {self._question(m, r2)} <a> {self.entity(a)}"
+        return two_hop_examples(self.kg, None, question=self._question, name=self.entity, rationale=rationale)
 
     def _ids(self, examples: Sequence[QAExample], two_hop: bool) -> np.ndarray:
         """The fact ids (or 2-hop rows) of `examples`, checked against their questions."""
