@@ -102,7 +102,6 @@ def memorisation(model, world: World) -> dict:
     """Statement-form accuracy of every fact, by exposure bucket (the memorisation curve), and
     zero-shot QA accuracy on statement-only subjects (extraction)."""
     kg, vocab = world.kg, world.corpus.vocab
-    ids = np.arange(kg.n_facts)
     ok_st = answers(model, statement(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
     ok_qa = answers(model, zero_shot(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
     plain = ~world.qa_subjects[kg.s]
@@ -122,7 +121,7 @@ def memorisation(model, world: World) -> dict:
             "extraction_rate_definition": "zero-shot QA accuracy on facts of statement-only subjects that "
                                           "the base model answers in statement form",
             "qa_acc_statement_only_known": _mean(ok_qa[plain & (kg.exposure >= 5)]),
-            "n_statement_only_facts_known": int(knows.sum()), "fact_ids": ids}
+            "n_statement_only_facts_known": int(knows.sum())}
 
 
 def _mean(x: np.ndarray) -> float:
@@ -148,7 +147,7 @@ def probe_stage(cfg: ExperimentConfig, world: World, base: Base, progress: Progr
         m = (kg.exposure[cand] >= lo) & (kg.exposure[cand] <= hi)
         table[f"{lo}-{hi}" if hi < 10**9 else f">={lo}"] = {c: int((cat[m] == c).sum()) for c in
                                                             ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")}
-    summary = {"memorisation": {k: v for k, v in mem.items() if k != "fact_ids"}, "slick_by_exposure": table,
+    summary = {"memorisation": mem, "slick_by_exposure": table,
                "slick_counts": sk.counts()}
     write_json(out / "probe.json", summary)
     write_npz(f, slick_facts=cand, p_greedy=sk.p_greedy, p_sample=sk.p_sample)

@@ -24,10 +24,6 @@ from .prompts import (cot_first_hop, cot_second_hop, direct_two_hop, draw_demons
 from .splits import Splits, fact_index
 from .world import World
 
-MODELS = ("ft-known", "ft-unknown")
-STAGES = ("es", "con")
-
-
 @torch.no_grad()
 def query_repr(model: GPT, world: World, facts: np.ndarray) -> torch.Tensor:
     """float32 [n, C]: the model's last hidden state of each fact's zero-shot question, unit norm."""
