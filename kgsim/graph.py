@@ -89,14 +89,22 @@ class KnowledgeGraph:
         lo, hi = np.searchsorted(self._sorted_keys, [k, k + 1])
         return self.a[self._order[lo:hi]]
 
+    def fact_ids(self, s, r, a) -> np.ndarray:
+        """Vectorised (s, r, a) -> fact id: int64, -1 where the graph holds no such fact. The sorted
+        key index is built on first use and kept."""
+        if getattr(self, "_fact_order", None) is None:
+            keys = (self.s * self.n_relations + self.r) * self.n_entities + self.a
+            self._fact_order = np.argsort(keys, kind="stable")
+            self._fact_keys = keys[self._fact_order]
+        q = self.query_keys(s, r) * self.n_entities + np.asarray(a, np.int64)
+        if not len(self._fact_keys):
+            return np.full(q.shape, -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._fact_keys, q), len(self._fact_keys) - 1)
+        return np.where(self._fact_keys[pos] == q, self._fact_order[pos], -1)
+
     def is_correct(self, s: np.ndarray, r: np.ndarray, guess: np.ndarray) -> np.ndarray:
         """Vectorised answer rule: guess[i] is correct iff (s[i], r[i], guess[i]) is a true fact."""
-        fact_keys = (self.s * self.n_relations + self.r) * self.n_entities + self.a
-        fact_keys = np.sort(fact_keys)
-        q = (self.query_keys(s, r)) * self.n_entities + np.asarray(guess, np.int64)
-        pos = np.searchsorted(fact_keys, q)
-        pos = np.minimum(pos, len(fact_keys) - 1)
-        return fact_keys[pos] == q
+        return self.fact_ids(s, r, guess) >= 0
 
     def n_answers(self) -> np.ndarray:
         """int [n_facts]: how many true answers the query of each fact has (1 in a functional graph)."""

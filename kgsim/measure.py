@@ -21,7 +21,7 @@ from .model import GPT, load_model
 from .probe import answers, edges_from_batch
 from .prompts import (cot_first_hop, cot_second_hop, direct_two_hop, draw_demonstrations, k_shot,
                       two_hop_demos, zero_shot)
-from .splits import Splits, fact_index
+from .splits import Splits
 from .world import World
 
 @torch.no_grad()
@@ -54,8 +54,7 @@ def _two_hop_pool(world: World) -> np.ndarray:
     """2-hop rows of QA subjects with both hops exposed: demonstrations for 2-hop prompts."""
     kg = world.kg
     rows = kg.two_hop()
-    idx = fact_index(kg)
-    f1, f2 = idx(rows[:, 0], rows[:, 1], rows[:, 3]), idx(rows[:, 3], rows[:, 2], rows[:, 4])
+    f1, f2 = kg.fact_ids(rows[:, 0], rows[:, 1], rows[:, 3]), kg.fact_ids(rows[:, 3], rows[:, 2], rows[:, 4])
     keep = world.qa_subjects[rows[:, 0]] & (kg.exposure[f1] > 0) & (kg.exposure[f2] > 0)
     return rows[keep]
 
@@ -81,8 +80,7 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
         pool = _two_hop_pool(world)
         k = min(cfg.prompts.cot_shots, len(pool))
         demo_rows = pool[two_hop_demos(pool, rows[:, 1], rows[:, 2], k, rngs.stream(cfg.seed, "prompts/2hop"))]
-        idx = fact_index(kg)
-        hop1, hop2 = idx(rows[:, 0], rows[:, 1], rows[:, 3]), idx(rows[:, 3], rows[:, 2], rows[:, 4])
+        hop1, hop2 = kg.fact_ids(rows[:, 0], rows[:, 1], rows[:, 3]), kg.fact_ids(rows[:, 3], rows[:, 2], rows[:, 4])
         two_hop_prompts = (direct_two_hop(v, rows, demo_rows), cot_first_hop(v, rows, demo_rows), hop1, hop2)
 
     models = {("base", "-"): base} | {key: load_model(path) for key, path in ft_paths.items()}

@@ -197,20 +197,6 @@ def choose_ft_relations(kg: KnowledgeGraph, n: int) -> np.ndarray:
 
 def _hop_known(kg: KnowledgeGraph, two_hop: np.ndarray, known: np.ndarray) -> np.ndarray:
     """bool [n]: both hop facts (s, r1, m) and (m, r2, a) of each 2-hop row are known."""
-    fact_of = fact_index(kg)
-    f1 = fact_of(two_hop[:, 0], two_hop[:, 1], two_hop[:, 3])
-    f2 = fact_of(two_hop[:, 3], two_hop[:, 2], two_hop[:, 4])
+    f1 = kg.fact_ids(two_hop[:, 0], two_hop[:, 1], two_hop[:, 3])
+    f2 = kg.fact_ids(two_hop[:, 3], two_hop[:, 2], two_hop[:, 4])
     return (f1 >= 0) & (f2 >= 0) & known[np.maximum(f1, 0)] & known[np.maximum(f2, 0)]
-
-
-def fact_index(kg: KnowledgeGraph):
-    """A vectorised lookup (s, r, a) -> fact id (-1 where the graph holds no such fact)."""
-    keys = (kg.s * kg.n_relations + kg.r) * kg.n_entities + kg.a
-    order = np.argsort(keys)
-    sk = keys[order]
-
-    def lookup(s, r, a) -> np.ndarray:
-        q = (np.asarray(s, np.int64) * kg.n_relations + np.asarray(r, np.int64)) * kg.n_entities + np.asarray(a, np.int64)
-        pos = np.minimum(np.searchsorted(sk, q), len(sk) - 1)
-        return np.where(sk[pos] == q, order[pos], -1)
-    return lookup

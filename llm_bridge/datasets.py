@@ -335,15 +335,7 @@ def load_mmlu(path: str | Path, split: str | None = None) -> list[QAExample]:
 
 def fact_index(kg, s: np.ndarray, r: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Vectorised lookup of the fact ids of triples (s, r, a); -1 where the graph has no such fact."""
-    def key(s_, r_, a_):
-        return (np.asarray(s_, np.int64) * kg.n_relations + np.asarray(r_, np.int64)) * kg.n_entities + np.asarray(a_, np.int64)
-
-    keys = key(kg.s, kg.r, kg.a)
-    order = np.argsort(keys, kind="stable")
-    q = key(s, r, a)
-    pos = np.minimum(np.searchsorted(keys[order], q), len(order) - 1)
-    found = keys[order][pos] == q
-    return np.where(found, order[pos], -1)
+    return kg.fact_ids(s, r, a)
 
 
 def synthetic_examples(kg, vb, form: int = 0) -> list[QAExample]:

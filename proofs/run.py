@@ -131,16 +131,13 @@ class TwoHopEvidence:
 def fact_ids(kg, s: np.ndarray, r: np.ndarray, a: np.ndarray) -> np.ndarray:
     """Global fact ids (indices into ``kg.s``) of the triples (s, r, a). Raises ValueError if one
     is not a fact of ``kg``."""
-    key = (kg.s * kg.n_relations + kg.r) * kg.n_entities + kg.a
-    order = np.argsort(key, kind="stable")
-    q = (np.asarray(s, np.int64) * kg.n_relations + np.asarray(r, np.int64)) * kg.n_entities + np.asarray(a, np.int64)
-    pos = np.minimum(np.searchsorted(key[order], q), max(len(order) - 1, 0))
-    ok = key[order][pos] == q if len(order) else np.zeros(q.shape, bool)
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
+    ids = kg.fact_ids(s, r, a)
+    missing = np.flatnonzero(ids < 0)
+    if len(missing):
+        i = int(missing[0])
         raise ValueError(f"({int(np.asarray(s)[i])}, {int(np.asarray(r)[i])}, {int(np.asarray(a)[i])}) "
                          f"is not a fact of the graph")
-    return order[pos]
+    return ids
 
 
 # --------------------------------------------------------------------------------------------

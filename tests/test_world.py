@@ -8,7 +8,7 @@ from kgsim.config import ConfigError, CorpusConfig, GraphConfig, SplitConfig, lo
 from kgsim.corpus import PAD, Corpus, Vocabulary, build_corpus, parse_facts
 from kgsim.graph import GENERATORS, generate
 from kgsim.rng import stream
-from kgsim.splits import Splits, assign_qa_subjects, fact_index, make_splits
+from kgsim.splits import Splits, assign_qa_subjects, make_splits
 from kgsim.world import build_world
 
 SYNTHETIC = sorted(g for g in GENERATORS if g != "tsv")
@@ -72,7 +72,7 @@ def test_splits_disjoint_and_well_formed(w):
 def test_corpus_holds_each_fact_exactly_its_exposure(w):
     kg, qa, splits, corpus = _world(*w)
     s, r, a, is_qa = parse_facts(corpus.stream, corpus.vocab)
-    ids = fact_index(kg)(s, r, a)
+    ids = kg.fact_ids(s, r, a)
     assert (ids >= 0).all()                                          # only true facts are written
     counts = np.bincount(ids, minlength=kg.n_facts)
     assert np.array_equal(counts, kg.exposure)                       # exposure in corpus == drawn counts
