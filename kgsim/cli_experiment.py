@@ -23,8 +23,6 @@ def _pretrain_args(p):
 def _pretrain(args) -> int:
     import shutil
 
-    import torch
-
     from .experiment import base_hash, pretrain_stage, probe_stage, world_stage
     from .io import write_json
     from .plots import plot_pretraining
@@ -37,8 +35,6 @@ def _pretrain(args) -> int:
             raise UserError(f"--out = {str(out)!r} holds another pretraining (config hash {old.get('base_hash')}); "
                             "choose another --out")
     cache = _cache_of(args, out)
-    if cfg.pretrain.threads == 0:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     world = world_stage(cfg, cache)
     base = pretrain_stage(cfg, world, cache, bar=True)
     probe = probe_stage(cfg, world, base)
