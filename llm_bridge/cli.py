@@ -1,5 +1,6 @@
 """`kgsim bridge run`: the study on a real Hugging Face model, with kgsim's report and checks;
-`kgsim bridge agree`: kgsim's and the bridge's accuracy of a kgsim export, side by side.
+`kgsim bridge agree`: kgsim's and the bridge's accuracy of a kgsim export, side by side;
+`kgsim bridge pretrain`: kgsim's GPT pretrained on a verbalised graph, for the natural-language path.
 
 The bridge writes its own run directory (see :mod:`llm_bridge.pipeline`); this command then adds
 what `kgsim run` writes, from the same EdgeSets: ``seed-<seed>/edges.json`` (so `kgsim check`
@@ -10,7 +11,12 @@ On a model exported by ``kgsim pretrain`` (``P/hf/``) and its world (``kgsim gra
     kgsim bridge run --model P/hf --data synthetic --data-path W --set data.format=kgsim-tokens --out OUT
     kgsim bridge agree --model P/hf --data-path W [--kgsim-model P/base.safetensors] [--out OUT]
 
-(see :mod:`llm_bridge.kgsim_tokens` and :mod:`llm_bridge.agreement`).
+(see :mod:`llm_bridge.kgsim_tokens` and :mod:`llm_bridge.agreement`). In natural language, with
+kgsim's configuration (``--preset``, ``--config``, ``--set`` name kgsim's keys here; see
+:mod:`llm_bridge.verbalised`)::
+
+    kgsim bridge pretrain --preset default --set model.n_ctx=128 --out P
+    kgsim bridge run --model P/hf --data synthetic --data-path P/world --out OUT
 """
 from __future__ import annotations
 
@@ -21,15 +27,20 @@ from kgsim.cli import UserError, command
 
 
 def _bridge_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["run", "agree"],
-                   help="run: the study; agree: kgsim vs bridge accuracy of a kgsim export on the same facts")
-    p.add_argument("--model", required=True, type=Path, help="a local Hugging Face causal LM directory")
+    p.add_argument("action", choices=["run", "agree", "pretrain"],
+                   help="run: the study; agree: kgsim vs bridge accuracy of a kgsim export on the same facts; "
+                        "pretrain: kgsim's GPT on a verbalised graph, exported for run")
+    p.add_argument("--model", type=Path, help="a local Hugging Face causal LM directory (run, agree)")
     p.add_argument("--data", choices=["entityquestions", "popqa", "mmlu", "synthetic"],
                    help="the dataset (run; agree takes a kgsim world)")
-    p.add_argument("--data-path", required=True, type=Path,
+    p.add_argument("--data-path", type=Path,
                    help="the dataset's directory or file (synthetic / agree: a kgsim world directory)")
-    p.add_argument("--preset", default="default", help="bridge preset (default, tiny)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--preset", default="default", help="bridge preset (default, tiny); pretrain: kgsim preset")
+    p.add_argument("--config", metavar="FILE", help="pretrain: a TOML file of kgsim overrides")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a bridge key (run), or a kgsim key (pretrain), e.g. finetune.lr=1e-5")
+    p.add_argument("--vocab-size", type=int, default=2048, help="pretrain: BPE vocabulary size")
+    p.add_argument("--device", default="auto", help="pretrain: auto, cpu, cuda, cuda:N")
     p.add_argument("--out", type=Path, help="run directory (a partial run there resumes); agree: writes "
                    "agreement.json there")
     p.add_argument("--until", default="evaluate", choices=["categorise", "finetune", "evaluate"])
@@ -42,9 +53,15 @@ def _bridge_args(p: argparse.ArgumentParser) -> None:
 def _bridge(args) -> int:
     from .config import bridge_config
     from .datasets import DatasetFileError
+    from .generation import ContextLengthError
     from .models import ModelDirError
     from .pipeline import BridgeError, run_bridge
 
+    if args.action == "pretrain":
+        return _pretrain(args)
+    for opt in ("model", "data_path"):
+        if getattr(args, opt) is None:
+            raise UserError(f"bridge {args.action}: --{opt.replace('_', '-')} is required")
     if args.action == "agree":
         return _agree(args)
     for opt in ("data", "out"):
@@ -53,11 +70,43 @@ def _bridge(args) -> int:
     cfg = bridge_config(args.preset, args.overrides)
     try:
         res = run_bridge(args.model, args.data, args.data_path, cfg, args.out, until=args.until)
-    except (ModelDirError, DatasetFileError, BridgeError) as e:
+    except (ModelDirError, DatasetFileError, BridgeError, ContextLengthError) as e:
         raise UserError(str(e)) from None
     if args.until == "evaluate":
         report = write_kgsim_view(args.out, res, cfg.seed)
         print(f"report: {report}")
+    return 0
+
+
+def _pretrain(args) -> int:
+    """`kgsim bridge pretrain`: :func:`llm_bridge.verbalised.pretrain_verbalised`, with a summary."""
+    from kgsim.cli import resolve_config
+    from kgsim.train import DataError
+
+    from .verbalised import VerbalisedError, pretrain_verbalised
+
+    if args.out is None:
+        raise UserError("bridge pretrain: --out is required")
+    if args.vocab_size < 260:
+        raise UserError(f"--vocab-size = {args.vocab_size}: must be >= 260 (256 bytes and 4 special tokens)")
+    cfg = resolve_config(args)
+    try:
+        s = pretrain_verbalised(cfg, args.out, vocab_size=args.vocab_size, device=args.device)
+    except (VerbalisedError, DataError) as e:
+        raise UserError(str(e)) from None
+    p = s["pretrain"]
+    print(f"pretraining: {s['params']:,} parameters, {p['steps']} steps, {p['tokens_per_s']:,.0f} tokens/s, "
+          f"{p['wall_s']:.0f} s")
+    if s["base"]:
+        b = s["base"]
+        print(f"on {b['n_facts']} sampled facts | times shown | facts | statement acc | QA acc (statement-only subjects)")
+        for row in b["buckets"]:
+            pct = ["-" if v is None else f"{100 * v:.1f}%" for v in (row["statement_acc"],
+                                                                   row["qa_acc_statement_only_subjects"])]
+            print(f"{row['exposure']:>11} | {row['n']:>5} | {pct[0]:>12} | {pct[1]:>6}")
+        ex = b["extraction_rate"]
+        print(f"extraction rate: {'-' if ex is None else f'{100 * ex:.1f}%'}")
+    print(f"wrote {args.out}/ (hf/: the model for --model; world/: the graph for --data-path)")
     return 0
 
 

@@ -32,6 +32,22 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+class ContextLengthError(ValueError):
+    """A prompt (plus the tokens to generate) does not fit a model with learned absolute positions."""
+
+
+def check_context(model, lengths: np.ndarray, new_tokens: int = 0) -> None:
+    """Raise :class:`ContextLengthError` when the longest prompt plus `new_tokens` exceeds the
+    model's learned positions (``config.n_positions``: GPT-2-layout models such as kgsim exports,
+    whose position table has no row beyond it). Rotary models (no ``n_positions``) pass."""
+    limit = getattr(getattr(model, "config", None), "n_positions", None)
+    if limit is not None and len(lengths) and int(lengths.max()) + new_tokens > limit:
+        raise ContextLengthError(
+            f"a prompt of {int(lengths.max())} tokens + {new_tokens} to generate exceeds the model's "
+            f"n_positions = {limit}; use fewer shots (probe.n_shots, eval.k_shots, eval.cot_shots), fewer "
+            "new tokens (*.max_new_tokens), or a model with a longer context")
+
+
 class _SeededSampler:
     """LogitsProcessor: sample one token per row at `temperature` with `generator`; the sampled
     token keeps logit 0, every other token gets -inf (so greedy decoding picks the sample)."""
@@ -59,8 +75,10 @@ class _StopAtNewline:
         return torch.tensor(["\n" in t for t in texts], device=input_ids.device)
 
 
-def _batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+def _batches(tokenizer, prompts: Sequence[str], batch_size: int, model=None, new_tokens: int = 0) -> list[np.ndarray]:
     lengths = np.array([len(ids) for ids in tokenizer(list(prompts))["input_ids"]])
+    if model is not None:
+        check_context(model, lengths, new_tokens)
     order = np.argsort(-lengths, kind="stable")                       # longest first: errors surface early
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
@@ -81,6 +99,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
 
     Raises:
         ValueError: a negative temperature or a non-positive batch size / token budget.
+        ContextLengthError: a prompt plus `max_new_tokens` exceeds the model's learned positions.
     """
     from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
     from tqdm.auto import tqdm
@@ -101,7 +120,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     model.eval()
     out: list[str] = [""] * len(prompts)
     try:
-        for idx in tqdm(_batches(tokenizer, prompts, batch_size), desc=desc, disable=not progress, leave=False):
+        for idx in tqdm(_batches(tokenizer, prompts, batch_size, model, max_new_tokens), desc=desc, disable=not progress, leave=False):
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             width = enc["input_ids"].shape[1]                                  # [B, T] left-padded
             processors = LogitsProcessorList([_SeededSampler(temperature, generator)] if generator else [])
@@ -159,6 +178,7 @@ def next_tokens(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 3
 
     Raises:
         ValueError: a non-positive batch size or temperature, or negative `n_samples`.
+        ContextLengthError: a prompt longer than the model's learned positions.
     """
     from tqdm.auto import tqdm
 
@@ -174,6 +194,7 @@ def next_tokens(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 3
     lengths = np.array([len(x) for x in ids])
     if lengths.min() < 1:
         raise ValueError("an empty prompt has no next token")
+    check_context(model, lengths)
     generator = torch_generator(seed, stream, device=str(device)) if n_samples else None
     was_training = model.training
     model.eval()
@@ -210,6 +231,7 @@ def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 32, pooling:
 
     Raises:
         ValueError: an unknown `pooling`.
+        ContextLengthError: a text longer than the model's learned positions.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling = {pooling!r}: choose one of {list(POOLINGS)}")
@@ -221,7 +243,7 @@ def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 32, pooling:
     was_training = model.training
     model.eval()
     try:
-        for idx in _batches(tokenizer, texts, batch_size):
+        for idx in _batches(tokenizer, texts, batch_size, model):
             enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             hidden = model(**enc, output_hidden_states=True).hidden_states[-1].float()   # [B, T, D]
             mask = enc["attention_mask"].unsqueeze(-1).float()                            # [B, T, 1]

@@ -271,18 +271,24 @@ def cot_final_answer(text: str) -> str:
 
 
 def pretraining_documents(kg, vb: Verbalizer, rng: np.random.Generator, *, facts_per_doc: int = 4,
-                          qa_subject_share: float = 0.5, relation_doc_share: float = 0.5) -> list[str]:
+                          qa_subject_share: float = 0.5, relation_doc_share: float = 0.5,
+                          qa_subjects: np.ndarray | None = None) -> list[str]:
     """Pretraining text for a verbalised graph (science.md §3.2), one document per string.
 
     Each fact appears ``kg.exposure[i]`` times. A `relation_doc_share` of the appearances go to
     documents of `facts_per_doc` facts of one relation (so in-context patterns exist to learn), the
     rest to documents of one subject's facts. Facts of a `qa_subject_share` of the subjects are said
     in question-answer form (``Q: ...\\nA: ...``) half of the time (mixed pretraining, which makes
-    knowledge extractable); otherwise as statements in a random form.
+    knowledge extractable); otherwise as statements in a random form. `qa_subjects` (bool
+    [n_entities]) names those subjects instead of drawing them with `qa_subject_share`.
     """
     rep = np.repeat(np.arange(kg.n_facts), kg.exposure)                    # [n_occurrences] fact ids
     rng.shuffle(rep)
     qa_subject = rng.random(kg.n_entities) < qa_subject_share
+    if qa_subjects is not None:
+        if np.shape(qa_subjects) != (kg.n_entities,):
+            raise VerbalizeError(f"qa_subjects: shape {np.shape(qa_subjects)}, expected ({kg.n_entities},)")
+        qa_subject = np.asarray(qa_subjects, dtype=bool)
     as_qa = qa_subject[kg.s[rep]] & (rng.random(len(rep)) < 0.5)
     form = rng.integers(0, 1 << 30, len(rep))
 
