@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--format", choices=["text", "kgsim-tokens"], default="text")
-    ap.add_argument("--steps", type=int, help="pretraining steps (default 1000 text, 800 kgsim-tokens)")
+    ap.add_argument("--steps", type=int, help="pretraining steps (default 500 text (rows of 256), 800 kgsim-tokens (rows of 64))")
     ap.add_argument("--resume", action="store_true", help="keep --out: every stage resumes from its cache")
     args = ap.parse_args()
     if not args.resume:
@@ -46,13 +46,13 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     dev = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
     text = args.format == "text"
-    steps = args.steps or (1000 if text else 800)
+    steps = args.steps or (500 if text else 800)
     model_ov = ([] if args.tiny else
                 ["model.d_model=768", "model.n_layers=12", "model.n_heads=12", f"pretrain.steps={steps}",
                  "pretrain.batch_size=128", "pretrain.lr=1e-3", "pretrain.warmup_steps=80",
                  "pretrain.eval_every=10000", "pretrain.ckpt_every=10000"])
     if text:
-        model_ov += ["model.n_ctx=128", *(["model.d_model=64", "model.n_heads=2", "pretrain.steps=400"] if args.tiny else [])]
+        model_ov += ["model.n_ctx=256", *(["model.d_model=64", "model.n_heads=2", "pretrain.steps=400"] if args.tiny else [])]
     cfg = load_config("smoke" if args.tiny else "default", overrides=["run.seeds=[0]", *model_ov])
     summary: dict = {"device": dev, "gpu": torch.cuda.get_device_name() if dev == "cuda" else None,
                      "format": args.format}

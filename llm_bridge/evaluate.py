@@ -208,6 +208,26 @@ def evaluate_model(model, tokenizer, splits: Mapping[str, Sequence[QAExample]], 
     return out
 
 
+def prompt_lengths(tokenizer, splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, Sequence[QAExample]],
+                   cfg: EvalConfig, *, two_hop_pool: Sequence[QAExample] = (), seed: int = 0,
+                   fmt=TEXT) -> dict[tuple[str, str], int]:
+    """``{(split, prompt): longest prompt in tokens}`` over the prompts :func:`evaluate_model` builds
+    from the same arguments (the same seeded demonstrations), so a run can check them against the
+    model's context before any checkpoint is trained."""
+    out = {}
+    two_hop_pool = list(two_hop_pool)
+    for split, examples in splits.items():
+        if not examples:
+            continue
+        for prompt in cfg.prompt_names(split):
+            p = pool
+            if split == TWO_HOP_SPLIT:
+                p = by_relation(two_hop_pool) if fmt.two_hop_same_relation else {"*": two_hop_pool}
+            texts, _ = build_prompts(split, prompt, examples, p, cfg, seed, fmt)
+            out[(split, prompt)] = max(len(ids) for ids in tokenizer(list(texts))["input_ids"])
+    return out
+
+
 def save_edgesets(edges: Mapping[EdgeKey, EdgeSet], out_dir: str | Path) -> list[str]:
     """Write each EdgeSet to ``out_dir/<model>.<stage>.<split>.<prompt>.json``; returns the names."""
     d = Path(out_dir)
@@ -266,5 +286,5 @@ def similarity_buckets(candidates: Sequence[QAExample], sim: np.ndarray, n_bucke
 
 __all__ = ["EvalConfig", "HOPS_SPLIT", "MODELS", "STAGES", "TWO_HOP_SPLIT", "answer_prompts", "build_prompts",
            "draw_demos", "prompt_demos",
-           "edge_filename", "edge_key", "evaluate_model", "evaluate_prompt", "load_edgesets", "save_edgesets",
+           "edge_filename", "edge_key", "evaluate_model", "evaluate_prompt", "load_edgesets", "prompt_lengths", "save_edgesets",
            "max_similarity", "similarity_buckets", "split_by_similarity"]

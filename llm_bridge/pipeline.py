@@ -73,9 +73,10 @@ from .config import PRESETS, BridgeConfig, DataConfig, RuntimeConfig, bridge_con
 from .datasets import (DATASETS, QAExample, by_relation, load_entityquestions, load_mmlu, load_popqa,
                        synthetic_examples, two_hop_examples)
 from .evaluate import (HOPS_SPLIT, MODELS, STAGES, TWO_HOP_SPLIT, edge_filename, evaluate_model,
-                       max_similarity, save_edgesets, similarity_buckets, split_by_similarity)
+                       max_similarity, prompt_lengths, save_edgesets, similarity_buckets,
+                       split_by_similarity)
 from .finetune import finetune, load_checkpoint
-from .generation import model_device
+from .generation import ContextLengthError, model_device
 from .kgsim_tokens import KgsimTokens, kgsim_model
 from .known import CATEGORIES, cached_categories, categorise, category_counts
 from .models import check_model_dir, load_model, load_tokenizer, model_fingerprint
@@ -455,6 +456,8 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
         ConfigError: invalid config or `until`, a kgsim-token prompt longer than the model's context.
         ModelDirError: bad model directory (or not this world's kgsim vocabulary).
         DatasetFileError: bad data files. BridgeError: the data cannot give balanced FT sets.
+        ContextLengthError: a prompt plus its generation budget exceeds a GPT-2-layout model's
+            positions (evaluation prompts are checked before fine-tuning).
     """
     from tqdm.auto import tqdm
 
@@ -479,6 +482,8 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
     skey = mkey if fmt is TEXT else _hash(mkey, fmt.name)         # stage cache keys (text keys unchanged)
     run = _Run(model_dir, out, cfg, sel, skey, procs, progress, bar, fmt)
     slick, ft_sets, tests = run.categorise()
+    if fmt is TEXT and until != "categorise":
+        _check_eval_context(model_dir, tests, sel, cfg)
     ft_summary, ft_keys = run.finetune(ft_sets) if until != "categorise" else ({}, {})
     edge_files = run.evaluate(ft_keys, tests) if until == "evaluate" else {}
     run.stage(None)
@@ -495,6 +500,23 @@ def _check_kgsim_model(model_dir: Path, fmt, cfg: BridgeConfig) -> None:
     n_pos = mc.get("n_positions") or mc.get("max_position_embeddings")
     lengths = fmt.prompt_lengths(cfg.eval.k_shots, cfg.probe.n_shots, cfg.eval.cot_shots if cfg.eval.cot else None)
     fmt.check_model(load_tokenizer(model_dir), n_pos, lengths)
+
+
+def _check_eval_context(model_dir: Path, tests: dict, sel: Selection, cfg: BridgeConfig) -> None:
+    """Every evaluation prompt plus its generation budget fits a model with learned positions
+    (``n_positions``), checked before fine-tuning rather than found at the last stage."""
+    n_pos = json.loads((model_dir / "config.json").read_text()).get("n_positions")
+    if n_pos is None:
+        return
+    lengths = prompt_lengths(load_tokenizer(model_dir), tests, sel.demos, cfg.eval, two_hop_pool=sel.two_hop_demos,
+                             seed=cfg.seed)
+    for (split, prompt), n in sorted(lengths.items(), key=lambda kv: -kv[1]):
+        new = cfg.eval.cot_max_new_tokens if prompt == "cot" else cfg.eval.max_new_tokens
+        if n + new > n_pos:
+            key = "eval.cot_shots, eval.cot_max_new_tokens" if prompt in ("cot", "direct-2hop") else \
+                "eval.k_shots, eval.max_new_tokens"
+            raise ContextLengthError(f"{split} / {prompt} prompts: up to {n} tokens + {new} to generate exceed the "
+                                     f"model's n_positions = {n_pos}; lower {key}, or use a model with a longer context")
 
 
 def _finetune_cached(model_dir, train, dev, cfg: BridgeConfig, out: Path, key: str, progress: bool,

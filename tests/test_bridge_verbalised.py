@@ -133,3 +133,11 @@ def test_cli_pretrain_bad_input_is_one_line(capsys, tmp_path):
     code = main(["bridge", "run", "--data", "synthetic", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2 and "--model is required" in err
+
+
+def test_eval_prompts_that_cannot_fit_stop_the_run_before_fine_tuning(export, tmp_path):
+    out, _ = export
+    cfg = bridge_config("tiny", ["runtime.device=cpu", "eval.max_new_tokens=190"])
+    with pytest.raises(ContextLengthError, match="eval.k_shots, eval.max_new_tokens"):
+        run_bridge(out / "hf", "synthetic", out / "world", cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "slick.json").is_file() and not (tmp_path / "run" / "ft-known").exists()
