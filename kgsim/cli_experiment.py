@@ -102,17 +102,31 @@ def finish_run(cfg, out: Path, per_seed: list[dict], wall_s: float | None = None
     from .config import to_dict
     from .io import write_json
     from .report import render
-    from .results import aggregate, observations
+    from .results import aggregate, bootstrap_gap_intervals, observations
     from .runner import environment
 
+    boot = _one_seed_bootstrap(out, per_seed)
+    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop")} for s in per_seed])
+    if boot:
+        agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
     res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
-           "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed,
-           "aggregate": aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop")}
-                                   for s in per_seed]),
-           "observations": observations(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"]),
+           "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed, "aggregate": agg,
+           "observations": observations(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot=boot),
            "wall_time_s": wall_s}
     write_json(out / "results.json", res)
     return render(res, out)
+
+
+def _one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
+    """With one seed, the bootstrap over its test facts (kgsim.results.bootstrap_gaps), else None."""
+    from .edges import EdgeSet
+    from .results import bootstrap_gaps
+
+    if len(per_seed) != 1:
+        return None
+    seed = per_seed[0]["seed"]
+    data = json.loads((out / f"seed-{seed}" / "edges.json").read_text())
+    return bootstrap_gaps([EdgeSet.from_json(e) for e in data["edge_sets"]], seed=seed)
 
 
 def _report_args(p):

@@ -22,7 +22,7 @@ def _f(iv: dict | None, pct: bool = True) -> str:
     if not iv or iv.get("n", 0) == 0 or math.isnan(iv["mean"]):
         return "–"
     s = 100 if pct else 1
-    if iv["n"] < 2 or math.isnan(iv["lo"]):
+    if math.isnan(iv["lo"]):                      # one seed: no interval (unless bootstrapped)
         return f"{s * iv['mean']:.1f}"
     return f"{s * iv['mean']:.1f} [{s * iv['lo']:.1f}, {s * iv['hi']:.1f}]"
 
@@ -148,6 +148,9 @@ def render(res: dict, run_dir: Path) -> Path:
          f"{' (dirty)' if res['environment']['git_dirty'] else ''}. Figures are means with 95% Student-t "
          f"intervals over seeds (points; [lo, hi]); with one seed, no interval.", ""]
     L += ["## Observations", ""]
+    if any(v.get("method") for parts in res["observations"].values() for v in parts.values()):
+        L += ["One seed: each claim's interval is a 95% bootstrap over test facts (test-set sampling "
+              "only; training randomness needs more seeds).", ""]
     for name, text in (("O1", "Δ_fact > 0 in-distribution, and it grows from ES to Con."),
                        ("O2", "the gap persists on Near-ID data and shrinks or vanishes on Open-World data"),
                        ("O3", "few-shot and CoT prompts shrink the gap (and in many settings reverse it)")):

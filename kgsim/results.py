@@ -6,8 +6,11 @@ Gaps (science.md §1): Δ_fact = Fact(FT-Known) − Fact(FT-Unknown) under the z
 
 An observation "holds" when the 95% interval over seeds (Student t on the per-seed values)
 lies entirely on the claimed side of zero; "opposite" when it lies entirely on the other side;
-"inconclusive" otherwise. With one seed there is no interval and the verdict rests on the sign
-alone, which the report says.
+"inconclusive" otherwise. With one seed there is no interval over seeds; given that seed's edge
+sets (:func:`bootstrap_gaps`), each claim gets instead the 95% percentile interval of a bootstrap
+over test facts (each split's test set resampled with replacement, the same draw for every model,
+stage and prompt on that split, so paired comparisons stay paired), and the verdict says which.
+Without them a one-seed verdict rests on the sign alone, which the report says.
 """
 from __future__ import annotations
 
@@ -95,37 +98,112 @@ def verdict(values: list[float], positive: bool = True) -> dict:
     return iv | {"verdict": "holds" if lo_ok else "opposite" if hi_bad else "inconclusive"}
 
 
+def bootstrap_verdict(point: float, replicates, positive: bool = True, level: float = 0.95) -> dict:
+    """One seed's claim value `point` judged on the percentile interval of its bootstrap `replicates`."""
+    r = np.atleast_1d(np.asarray(replicates, float))
+    r = r[~np.isnan(r)]
+    if math.isnan(point) or len(r) == 0:
+        return {"mean": point, "lo": float("nan"), "hi": float("nan"), "n": 1, "values": [point],
+                "verdict": "not measured"}
+    lo, hi = (float(q) for q in np.quantile(r, [0.5 - level / 2, 0.5 + level / 2]))
+    lo_ok, hi_bad = (lo > 0, hi < 0) if positive else (hi < 0, lo > 0)
+    return {"mean": point, "lo": lo, "hi": hi, "n": 1, "values": [point], "method": "bootstrap over test facts",
+            "verdict": "holds" if lo_ok else "opposite" if hi_bad else "inconclusive"}
+
+
+def bootstrap_gaps(edge_sets: list[EdgeSet], n_boot: int = 2000, seed: int = 0) -> dict:
+    """One seed's gaps recomputed on `n_boot` resamples of the test facts: ``{"gaps":
+    {stage: {split: {prompt: float [n_boot]}}}}`` (the layout of :func:`seed_figures`, each value an
+    array of replicates). Every split's test set is resampled with replacement; the draw is shared
+    by every model, stage and prompt on that split (FT-Known and FT-Unknown answer the same test set
+    T), so a gap, a change of gap across prompts and a change across stages are all paired;
+    different splits are independent draws. Weighted edge sets resample their weights with the facts."""
+    from .rng import stream
+
+    by_key = {(e.model, e.test_set, e.prompt): e for e in edge_sets}
+    pairs = {(stage, split, prompt): (kn, by_key[(f"ft-unknown/{stage}", split, prompt)])
+             for stage in STAGES for (model, split, prompt), kn in by_key.items()
+             if model == f"ft-known/{stage}" and (f"ft-unknown/{stage}", split, prompt) in by_key}
+    sizes = {split: max(kn.n, unk.n) for (_, split, _), (kn, unk) in pairs.items()}
+    rngs = {split: stream(seed, f"bootstrap/{split}") for split in sorted(sizes)}
+
+    def acc(e: EdgeSet, idx: np.ndarray) -> np.ndarray:                # idx [b, n] -> [b]
+        c = e.correct[idx].astype(float)
+        if e.weights is None:
+            return c.mean(1) if c.shape[1] else np.full(len(idx), np.nan)
+        w = e.weights[idx]
+        tot = w.sum(1)
+        return np.where(tot > 0, (c * w).sum(1) / np.where(tot > 0, tot, 1), np.nan)
+
+    chunks: dict = defaultdict(list)
+    for start in range(0, n_boot, 250):                                 # bounded memory on large test sets
+        b = min(250, n_boot - start)
+        idx = {split: rngs[split].integers(0, max(n, 1), (b, n)) for split, n in sizes.items()}
+        for key, (kn, unk) in pairs.items():
+            if kn.n == unk.n == sizes[key[1]]:
+                chunks[key].append(acc(kn, idx[key[1]]) - acc(unk, idx[key[1]]))
+    gaps: dict = defaultdict(lambda: defaultdict(dict))
+    for (stage, split, prompt), parts in chunks.items():
+        gaps[stage][split][prompt] = np.concatenate(parts)
+    return {"gaps": _plain(gaps)}
+
+
+def bootstrap_gap_intervals(point: dict, boot: dict, level: float = 0.95) -> dict:
+    """``gaps[stage][split][prompt]`` of one seed (`point`, as seed_figures gives) as interval dicts
+    whose [lo, hi] is the percentile interval of its replicates in `boot` (:func:`bootstrap_gaps`)."""
+    out: dict = {}
+    for st, by_split in point.items():
+        for sp, by_prompt in by_split.items():
+            for pr, v in by_prompt.items():
+                iv = bootstrap_verdict(v, boot["gaps"].get(st, {}).get(sp, {}).get(pr, []), level=level)
+                out.setdefault(st, {}).setdefault(sp, {})[pr] = {k: iv[k] for k in ("mean", "lo", "hi", "n", "values",
+                                                                                    "method") if k in iv}
+    return out
+
+
 def _g(seed: dict, stage: str, split: str, prompt: str) -> float:
     return seed["gaps"].get(stage, {}).get(split, {}).get(prompt, float("nan"))
 
 
-def observations(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str]) -> dict:
-    """O1, O2, O3 (science.md §1) judged on per-seed gaps; every sub-claim with its interval."""
+def _claims(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str]) -> dict:
+    """``{observation: {claim: (values over seeds or replicates, positive)}}`` for O1-O3."""
     g = lambda stage, split, prompt: [_g(s, stage, split, prompt) for s in per_seed]  # noqa: E731
     diff = lambda a, b: [x - y for x, y in zip(a, b)]  # noqa: E731
-    o1 = {"gap_id_es_positive": verdict(g("es", "id", "zero-shot")),
-          "gap_id_con_positive": verdict(g("con", "id", "zero-shot")),
-          "gap_grows_es_to_con": verdict(diff(g("con", "id", "zero-shot"), g("es", "id", "zero-shot")))}
+    o1 = {"gap_id_es_positive": (g("es", "id", "zero-shot"), True),
+          "gap_id_con_positive": (g("con", "id", "zero-shot"), True),
+          "gap_grows_es_to_con": (diff(g("con", "id", "zero-shot"), g("es", "id", "zero-shot")), True)}
     o2 = {}
     for stage in STAGES:
-        o2[f"{stage}: gap_near_id_positive"] = verdict(g(stage, "near-id", "zero-shot"))
-        o2[f"{stage}: gap_open_world_smaller_than_id"] = verdict(
-            diff(g(stage, "id", "zero-shot"), g(stage, "open-world", "zero-shot")))
-        o2[f"{stage}: gap_open_world_smaller_than_near_id"] = verdict(
-            diff(g(stage, "near-id", "zero-shot"), g(stage, "open-world", "zero-shot")))
+        o2[f"{stage}: gap_near_id_positive"] = (g(stage, "near-id", "zero-shot"), True)
+        o2[f"{stage}: gap_open_world_smaller_than_id"] = (
+            diff(g(stage, "id", "zero-shot"), g(stage, "open-world", "zero-shot")), True)
+        o2[f"{stage}: gap_open_world_smaller_than_near_id"] = (
+            diff(g(stage, "near-id", "zero-shot"), g(stage, "open-world", "zero-shot")), True)
         if sim_names:
-            o2[f"{stage}: gap_least_similar_smaller_than_most_similar"] = verdict(
-                diff(g(stage, sim_names[0], "zero-shot"), g(stage, sim_names[-1], "zero-shot")))
+            o2[f"{stage}: gap_least_similar_smaller_than_most_similar"] = (
+                diff(g(stage, sim_names[0], "zero-shot"), g(stage, sim_names[-1], "zero-shot")), True)
     o3 = {}
     for stage in STAGES:
         for k in k_shots:
             z, fs = g(stage, "id", "zero-shot"), g(stage, "id", f"{k}-shot")
-            o3[f"{stage}: {k}-shot shrinks the ID gap"] = verdict(diff(z, fs))
-            o3[f"{stage}: {k}-shot reverses the ID gap (value: Δ* itself)"] = verdict(fs, positive=False)
+            o3[f"{stage}: {k}-shot shrinks the ID gap"] = (diff(z, fs), True)
+            o3[f"{stage}: {k}-shot reverses the ID gap (value: Δ* itself)"] = (fs, False)
         if any("2hop" in s["gaps"].get(stage, {}) for s in per_seed):
-            o3[f"{stage}: CoT shrinks the 2-hop gap vs direct"] = verdict(
-                diff(g(stage, "2hop", "direct-2hop"), g(stage, "2hop", "cot")))
+            o3[f"{stage}: CoT shrinks the 2-hop gap vs direct"] = (
+                diff(g(stage, "2hop", "direct-2hop"), g(stage, "2hop", "cot")), True)
     return {"O1": o1, "O2": o2, "O3": o3}
+
+
+def observations(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str],
+                 boot: dict | None = None) -> dict:
+    """O1, O2, O3 (science.md §1) judged on per-seed gaps; every sub-claim with its interval. With
+    one seed and `boot` (:func:`bootstrap_gaps` of its edge sets), on the bootstrap interval."""
+    claims = _claims(per_seed, k_shots, sim_names)
+    if len(per_seed) == 1 and boot:
+        reps = _claims([boot], k_shots, sim_names)                        # values: arrays of replicates
+        return {o: {name: bootstrap_verdict(vals[0], reps[o][name][0], pos) for name, (vals, pos) in parts.items()}
+                for o, parts in claims.items()}
+    return {o: {name: verdict(vals, pos) for name, (vals, pos) in parts.items()} for o, parts in claims.items()}
 
 
 def summarise_observation(parts: dict) -> str:

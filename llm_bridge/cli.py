@@ -140,7 +140,8 @@ def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
     """seed-<seed>/edges.json in kgsim's layout, results_kgsim.json and report.md."""
     from kgsim.io import write_json, write_text
     from kgsim.report import _checks_section, _gap_tables, checks_table
-    from kgsim.results import aggregate, observations, seed_figures, summarise_observation
+    from kgsim.results import (aggregate, bootstrap_gap_intervals, bootstrap_gaps, observations, seed_figures,
+                               summarise_observation)
     from kgsim.runner import _checks
 
     from .evaluate import load_edgesets
@@ -159,17 +160,23 @@ def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
     k_shots = tuple(int(p.split("-")[0]) for p in {e.prompt for e in edge_sets}
                     if p.endswith("-shot") and p.split("-")[0].isdigit())
     sims = sorted({e.test_set for e in edge_sets if e.test_set.startswith("sim-")})
-    obs = observations(per_seed, tuple(sorted(k_shots)), sims)
+    boot = bootstrap_gaps(edge_sets, seed=seed)
+    obs = observations(per_seed, tuple(sorted(k_shots)), sims, boot=boot)
+    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps")} for s in per_seed])
+    agg["gaps"] = bootstrap_gap_intervals(figs["gaps"], boot)
     view = {"config": {"prompts": {"k_shots": sorted(k_shots)}}, "seeds": [seed], "per_seed": per_seed,
-            "aggregate": aggregate([{k: s[k] for k in ("accuracy", "gaps")} for s in per_seed]),
+            "aggregate": agg,
             "observations": obs, "sim_buckets": sims, "bridge": {k: res.get(k) for k in ("model_dir", "data", "counts")}}
     write_json(out / "results_kgsim.json", view)
     L = ["# kgsim bridge report", "", f"Model `{res.get('model_dir')}`, data `{res.get('data')}`, seed {seed}. "
-         "One seed: verdicts rest on signs, with no interval.", "", "## Observations", ""]
+         "One seed: each claim is judged on a 95% bootstrap interval over test facts (it holds when the "
+         "interval lies on the claimed side of zero); that covers test-set sampling, not training "
+         "randomness.", "", "## Observations", ""]
     for name, parts in obs.items():
-        L += [f"**{name}**: **{summarise_observation(parts)}**", "", "| claim | value (points) | verdict |",
-              "|---|---|---|"]
-        L += [f"| {k} | {100 * v['mean']:.1f} | {v['verdict']} |" for k, v in parts.items()] + [""]
+        L += [f"**{name}**: **{summarise_observation(parts)}**", "",
+              "| claim | value (points) | 95% interval | verdict |", "|---|---|---|---|"]
+        L += [f"| {k} | {100 * v['mean']:.1f} | [{100 * v['lo']:.1f}, {100 * v['hi']:.1f}] | {v['verdict']} |"
+              for k, v in parts.items()] + [""]
     L += _gap_tables(view, view["aggregate"]) + _checks_section(view)
     write_text(out / "checks.md", checks_table(view))
     path = out / "report.md"
