@@ -27,7 +27,7 @@ for part in $PARTS; do
     bridge-text|bridge-tokens)
       fmt=text; [ "$part" = bridge-tokens ] && fmt=kgsim-tokens
       echo "== $part: the bridge on a ~100M kgsim export ($fmt) =="
-      timeout "${BRIDGE_TIMEOUT:-280}" $PY benchmarks/gpu_bridge.py --format $fmt --out /tmp/$part 2>&1 \
+      timeout "${BRIDGE_TIMEOUT:-300}" $PY benchmarks/gpu_bridge.py --format $fmt --out /tmp/$part 2>&1 \
         | grep -v "Loading weights\|Writing model" | tail -40
       cp /tmp/$part/bridge/report.md "$OUT/${part}_report.md" 2>/dev/null
       cp /tmp/$part/gpu_bridge.json "$OUT/${part}.json" 2>/dev/null ;;

@@ -56,18 +56,20 @@ def plot_pretraining(metrics_path: str | Path, memorisation: dict, path: str | P
     if loss:
         ax[0].plot(*zip(*loss), color="tab:blue", label="training loss")
     ax[0].set(xlabel="step", ylabel="loss", title="Pretraining")
-    twin = ax[0].twinx()
-    for key, color in (("statement_acc", "tab:green"), ("qa_extraction_id", "tab:orange")):
-        pts = [(r["step"], 100 * r[key]) for r in rows if key in r]
-        if pts:
-            twin.plot(*zip(*pts), "o-", color=color, ms=3, label=key)
-    twin.set_ylabel("accuracy (%)")
-    twin.legend(loc="center right", fontsize=8)
+    curves = {key: [(r["step"], 100 * r[key]) for r in rows if key in r] for key in ("statement_acc", "qa_extraction_id")}
+    if any(curves.values()):                          # accuracies logged during training
+        twin = ax[0].twinx()
+        for (key, pts), color in zip(curves.items(), ("tab:green", "tab:orange")):
+            if pts:
+                twin.plot(*zip(*pts), "o-", color=color, ms=3, label=key)
+        twin.set_ylabel("accuracy (%)")
+        twin.legend(loc="center right", fontsize=8)
     b = memorisation["buckets"]
     x = [r["exposure"] for r in b]
-    ax[1].plot(x, [100 * r["statement_acc"] for r in b], "o-", label="statement form")
-    ax[1].plot(x, [100 * r["qa_acc_statement_only_subjects"] for r in b], "o-", label="QA, statement-only subjects")
-    ax[1].plot(x, [100 * r["qa_acc_qa_subjects"] for r in b], "o-", label="QA, QA subjects")
+    pct = lambda key: [float("nan") if r.get(key) is None else 100 * r[key] for r in b]  # noqa: E731 (absent: a gap)
+    ax[1].plot(x, pct("statement_acc"), "o-", label="statement form")
+    ax[1].plot(x, pct("qa_acc_statement_only_subjects"), "o-", label="QA, statement-only subjects")
+    ax[1].plot(x, pct("qa_acc_qa_subjects"), "o-", label="QA, QA subjects")
     ax[1].set(xlabel="times shown in pretraining", ylabel="accuracy (%)", title="Memorisation curve", ylim=(-2, 102))
     ax[1].legend(fontsize=8)
     return _save(fig, path)

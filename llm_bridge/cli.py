@@ -106,7 +106,7 @@ def _pretrain(args) -> int:
             print(f"{row['exposure']:>11} | {row['n']:>5} | {pct[0]:>12} | {pct[1]:>6}")
         ex = b["extraction_rate"]
         print(f"extraction rate: {'-' if ex is None else f'{100 * ex:.1f}%'}")
-    print(f"wrote {args.out}/ (hf/: the model for --model; world/: the graph for --data-path)")
+    print(f"wrote {args.out}/ (hf/: the model for --model; world/: the graph for --data-path; pretraining.png)")
     return 0
 
 

@@ -14,6 +14,7 @@ BPE tokenizer trained on those documents, and exports it in Hugging Face format.
     train/            kgsim.train's checkpoints and metrics (a killed run resumes from them)
     hf/               GPT2LMHeadModel + tokenizer: the bridge's ``--model``
     pretrain.json     parameters, tokens/s, and the base model's memorisation and extraction
+    pretraining.png   the loss curve and the memorisation curve (accuracy by times shown)
 
 From the command line::
 
@@ -143,6 +144,10 @@ def pretrain_verbalised(cfg: ExperimentConfig, out: str | Path, *, vocab_size: i
         hf.cpu().save_pretrained(str(tmp))
         tokenizer.model_max_length = cfg.model.n_ctx
         tokenizer.save_pretrained(str(tmp))
+    if summary["base"]:
+        from kgsim.plots import plot_pretraining
+
+        plot_pretraining(out / "train" / "metrics.jsonl", summary["base"], out / "pretraining.png")
     write_json(out / "pretrain.json", summary)
     return summary
 
@@ -172,7 +177,8 @@ def base_accuracy(hf, tokenizer, kg: KnowledgeGraph, vb: Verbalizer, qa_subjects
 
     buckets = [{"exposure": f"{lo}-{hi}" if hi < 10**9 else f">={lo}", "n": int(((exp >= lo) & (exp <= hi)).sum()),
                 "statement_acc": mean(ok_st[(exp >= lo) & (exp <= hi)]),
-                "qa_acc_statement_only_subjects": mean(ok_qa[(exp >= lo) & (exp <= hi) & plain])}
+                "qa_acc_statement_only_subjects": mean(ok_qa[(exp >= lo) & (exp <= hi) & plain]),
+                "qa_acc_qa_subjects": mean(ok_qa[(exp >= lo) & (exp <= hi) & ~plain])}
                for lo, hi in EXPOSURE_BUCKETS]
     return {"n_facts": len(idx), "buckets": buckets, "statement_acc_exposed": mean(ok_st[exp > 0]),
             "statement_acc_never_shown": mean(ok_st[exp == 0]), "extraction_rate": mean(ok_qa[ok_st & plain]),

@@ -85,6 +85,7 @@ def test_export_loads_in_transformers_and_computes_kgsims_function(export):
     base = summary["base"]
     assert base["n_facts"] == 64 and sum(b["n"] for b in base["buckets"]) == 64
     assert json.loads((out / "pretrain.json").read_text()) == summary
+    assert (out / "pretraining.png").stat().st_size > 1000
 
 
 def test_rerun_is_cached_and_another_config_is_refused(export, tmp_path):
