@@ -147,10 +147,11 @@ def render(res: dict, run_dir: Path) -> Path:
          f"{res['environment']['torch']}, git {res['environment']['git_commit']}"
          f"{' (dirty)' if res['environment']['git_dirty'] else ''}. Figures are means with 95% Student-t "
          f"intervals over seeds (points; [lo, hi]); with one seed, no interval.", ""]
+    boot = any(v.get("method") for parts in res["observations"].values() for v in parts.values())
+    if boot:
+        L += ["One seed: the intervals of gaps and of the claims below are 95% bootstrap intervals over "
+              "test facts; they cover test-set sampling only (training randomness needs more seeds).", ""]
     L += ["## Observations", ""]
-    if any(v.get("method") for parts in res["observations"].values() for v in parts.values()):
-        L += ["One seed: each claim's interval is a 95% bootstrap over test facts (test-set sampling "
-              "only; training randomness needs more seeds).", ""]
     for name, text in (("O1", "Δ_fact > 0 in-distribution, and it grows from ES to Con."),
                        ("O2", "the gap persists on Near-ID data and shrinks or vanishes on Open-World data"),
                        ("O3", "few-shot and CoT prompts shrink the gap (and in many settings reverse it)")):

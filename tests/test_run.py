@@ -56,7 +56,7 @@ def test_smoke_run_writes_everything(smoke_run):
                 claim["method"] == "bootstrap over test facts" and claim["lo"] <= claim["hi"]
                 and claim["verdict"] in ("holds", "inconclusive", "opposite"))
     report = (out / "report.md").read_text()
-    assert "**O1**" in report and "extraction rate" in report and "95% bootstrap over test facts" in report
+    assert "**O1**" in report and "extraction rate" in report and "95% bootstrap intervals over test facts" in report
     for fig in ("gap_by_split", "gap_vs_k", "gap_es_vs_con", "direct_vs_cot", "fitting_speed", "memorisation"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     edges = json.loads((out / "seed-0" / "edges.json").read_text())
