@@ -67,9 +67,10 @@ def plot_pretraining(metrics_path: str | Path, memorisation: dict, path: str | P
     b = memorisation["buckets"]
     x = [r["exposure"] for r in b]
     pct = lambda key: [float("nan") if r.get(key) is None else 100 * r[key] for r in b]  # noqa: E731 (absent: a gap)
-    ax[1].plot(x, pct("statement_acc"), "o-", label="statement form")
-    ax[1].plot(x, pct("qa_acc_statement_only_subjects"), "o-", label="QA, statement-only subjects")
-    ax[1].plot(x, pct("qa_acc_qa_subjects"), "o-", label="QA, QA subjects")
+    for key, label in (("statement_acc", "statement form"), ("qa_acc_statement_only_subjects",
+                       "QA, statement-only subjects"), ("qa_acc_qa_subjects", "QA, QA subjects")):
+        if any(r.get(key) is not None for r in b):     # a series nobody measured gets no legend entry
+            ax[1].plot(x, pct(key), "o-", label=label)
     ax[1].set(xlabel="times shown in pretraining", ylabel="accuracy (%)", title="Memorisation curve", ylim=(-2, 102))
     ax[1].legend(fontsize=8)
     return _save(fig, path)
