@@ -38,15 +38,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--format", choices=["text", "kgsim-tokens"], default="text")
-    ap.add_argument("--steps", type=int, help="pretraining steps (default 500 text (rows of 256), 800 kgsim-tokens (rows of 64))")
+    ap.add_argument("--steps", type=int, help="pretraining steps (default 400 text (rows of 256), 800 kgsim-tokens (rows of 64))")
     ap.add_argument("--resume", action="store_true", help="keep --out: every stage resumes from its cache")
     args = ap.parse_args()
     if not args.resume:
         shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
     dev = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    if dev == "cuda":                  # TF32 for the float32 export's probing and evaluation matmuls
+        torch.set_float32_matmul_precision("high")
     text = args.format == "text"
-    steps = args.steps or (500 if text else 800)
+    steps = args.steps or (400 if text else 800)
     model_ov = ([] if args.tiny else
                 ["model.d_model=768", "model.n_layers=12", "model.n_heads=12", f"pretrain.steps={steps}",
                  "pretrain.batch_size=128", "pretrain.lr=1e-3", "pretrain.warmup_steps=80",
@@ -83,7 +85,7 @@ def main() -> None:
            if text else ["probe.max_new_tokens=1", "eval.max_new_tokens=1", "finetune.max_new_tokens=1"])
     sets = [f"data.format={args.format}", f"runtime.device={dev}", "finetune.lr=1e-5", "finetune.max_steps=300",
             "finetune.eval_every=10", "finetune.batch_size=32", f"finetune.bf16={'true' if dev == 'cuda' else 'false'}",
-            "probe.n_exemplar_sets=5", *new, "data.ft_size=200", "data.n_candidates=2000", "probe.batch_size=1024",
+            "probe.n_exemplar_sets=5", *new, "data.ft_size=200", f"data.n_candidates={1500 if text else 2000}", "probe.batch_size=1024",
             "eval.batch_size=1024", "finetune.eval_batch_size=1024"]
     if args.tiny:
         sets = [s for s in sets if not s.startswith(("finetune.max_steps", "data.ft_size", "data.n_candidates"))]
