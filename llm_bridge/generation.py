@@ -135,6 +135,98 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     return out
 
 
+def _stop_ids(tokenizer, model) -> torch.Tensor:
+    """bool [vocab]: tokens that end a one-line answer (their text holds a newline, or EOS).
+    Cached on the tokenizer; a newline is one byte, so it lies inside one token's text."""
+    cached = getattr(tokenizer, "_kgsim_stop_ids", None)
+    n = model.get_output_embeddings().weight.shape[0]
+    if cached is None or len(cached) != n:
+        texts = tokenizer.batch_decode([[i] for i in range(min(len(tokenizer), n))])
+        cached = torch.zeros(n, dtype=torch.bool)
+        cached[[i for i, t in enumerate(texts) if "\n" in t]] = True
+        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
+            else tokenizer.eos_token_id
+        for e in ([eos] if isinstance(eos, int) else eos or []):
+            cached[e] = True
+        tokenizer._kgsim_stop_ids = cached
+    return cached
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompts: Sequence[str], *, n_samples: int, temperature: float, max_new_tokens: int = 16,
+           batch_size: int = 32, seed: int = 0, stream: str = "sample", progress: bool = False,
+           desc: str = "sample") -> list[str]:
+    """`n_samples` one-line continuations of every prompt at `temperature` (prompt-major: the
+    samples of prompt i are ``out[i * n_samples:(i + 1) * n_samples]``), as :func:`generate` at
+    that temperature on each prompt repeated `n_samples` times, but each prompt is read once: one
+    forward pass over the prompts fills the key/value cache, which is then repeated for the samples
+    and decoded step by step (batches of ``batch_size // n_samples`` prompts). Draws come from a
+    generator seeded by ``kgsim.rng.torch_seed(seed, stream)``; the same arguments give the same
+    samples. Models whose forward takes no ``position_ids`` fall back to :func:`generate`.
+
+    Raises:
+        ValueError: non-positive `n_samples`, temperature, batch size or token budget.
+        ContextLengthError: a prompt plus `max_new_tokens` exceeds the model's learned positions.
+    """
+    import inspect
+
+    from tqdm.auto import tqdm
+
+    if n_samples < 1 or not temperature > 0 or batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"n_samples = {n_samples}, temperature = {temperature}, batch_size = {batch_size}, "
+                         f"max_new_tokens = {max_new_tokens}: all must be positive")
+    if not prompts:
+        return []
+    params = inspect.signature(model.forward).parameters
+    cache_arg = "cache" if "cache" in params else "past_key_values"           # renamed during transformers 5.x
+    if "position_ids" not in params or cache_arg not in params:
+        return generate(model, tokenizer, [t for t in prompts for _ in range(n_samples)], temperature=temperature,
+                        max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, stream=stream,
+                        progress=progress, desc=desc)
+    device = model_device(model)
+    stops = _stop_ids(tokenizer, model).to(device)
+    generator = torch_generator(seed, stream, device=device.type)
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    was_training = model.training
+    model.eval()
+    out: list[str] = [""] * (len(prompts) * n_samples)
+    per = max(1, batch_size // n_samples)
+    try:
+        for idx in tqdm(_batches(tokenizer, prompts, per, model, max_new_tokens), desc=desc, disable=not progress,
+                        leave=False):
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
+            mask = enc["attention_mask"]                                          # [B, T] left-padded
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            res = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True)
+            cache = getattr(res, cache_arg)
+            cache.batch_repeat_interleave(n_samples)                              # [B * S, ...]
+            logits = res.logits[:, -1].float().repeat_interleave(n_samples, 0)   # [B * S, V]
+            mask = mask.repeat_interleave(n_samples, 0)
+            last = pos[:, -1:].repeat_interleave(n_samples, 0)                    # [B * S, 1]
+            done = torch.zeros(len(logits), dtype=torch.bool, device=device)
+            steps = []
+            for t in range(max_new_tokens):
+                pick = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)  # [B*S, 1]
+                pick[done] = tokenizer.pad_token_id
+                steps.append(pick)
+                done |= stops[pick[:, 0]]
+                if bool(done.all()) or t == max_new_tokens - 1:
+                    break
+                mask = torch.cat([mask, torch.ones_like(pick)], 1)
+                last = last + 1
+                res = model(input_ids=pick, attention_mask=mask, position_ids=last, use_cache=True, **{cache_arg: cache})
+                cache, logits = getattr(res, cache_arg), res.logits[:, -1].float()
+            texts = tokenizer.batch_decode(torch.cat(steps, 1), skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                for k in range(n_samples):
+                    out[i * n_samples + k] = texts[j * n_samples + k].split("\n", 1)[0]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out
+
+
 _KEEPS_LAST: dict[type, bool] = {}          # model class -> its forward takes logits_to_keep
 
 

@@ -109,13 +109,15 @@ class TextFormat:
                               max_new_tokens: int, seed: int = 0, stream: str = "sample", desc: str = "generate",
                               **kw) -> tuple[list[str], list[str]]:
         """(greedy answers [n], sampled answers [n * n_samples], prompt-major): :meth:`generate` greedily,
-        then on every prompt repeated `n_samples` times at `temperature` (seeded by `seed`, `stream`)."""
+        then `n_samples` continuations of every prompt at `temperature` (seeded by `seed`, `stream`),
+        each prompt read once (:func:`llm_bridge.generation.sample`)."""
+        from .generation import sample
+
         greedy = self.generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, desc=f"{desc} greedy", **kw)
         if not n_samples:
             return greedy, []
-        reps = [t for t in texts for _ in range(n_samples)]
-        return greedy, self.generate(model, tokenizer, reps, max_new_tokens=max_new_tokens, temperature=temperature,
-                                     seed=seed, stream=stream, desc=f"{desc} sampled", **kw)
+        return greedy, sample(model, tokenizer, texts, n_samples=n_samples, max_new_tokens=max_new_tokens,
+                              temperature=temperature, seed=seed, stream=stream, desc=f"{desc} sampled", **kw)
 
     def generate_cot(self, model, tokenizer, texts: Sequence[str], examples: Sequence, *, max_new_tokens: int,
                      **kw) -> list[str]:

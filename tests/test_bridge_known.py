@@ -49,6 +49,14 @@ def test_config_validation_names_key_and_value():
         SliCKConfig(match="fuzzy").validate()
 
 
+def _patch(monkeypatch, oracle) -> None:
+    """The text format generates through generation.generate (greedy) and generation.sample
+    (each prompt's samples): route both to `oracle`, samples as the prompt repeated."""
+    monkeypatch.setattr(generation, "generate", oracle)
+    monkeypatch.setattr(generation, "sample", lambda model, tok, texts, *, n_samples, **kw: oracle(
+        model, tok, [t for t in texts for _ in range(n_samples)], **kw))
+
+
 def test_p_correct_bookkeeping_with_an_oracle(monkeypatch, tmp_path):
     """A stand-in generator: example i answers correctly under greedy decoding for the first
     `greedy_ok[i]` exemplar sets, and in `sample_ok[i]` of the sampled calls."""
@@ -66,7 +74,7 @@ def test_p_correct_bookkeeping_with_an_oracle(monkeypatch, tmp_path):
             out.append(f" City{i}" if ok else " Nowhere")
         return out
 
-    monkeypatch.setattr(generation, "generate", oracle)      # the text format generates through it
+    _patch(monkeypatch, oracle)
     cfg = SliCKConfig(n_shots=2, n_exemplar_sets=3, n_samples=4)
     res = categorise(None, None, examples, POOL, cfg, seed=0, model_key="m", cache_path=tmp_path / "slick.json")
     assert [res[e.id].category for e in examples] == ["HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown"]
@@ -92,7 +100,7 @@ def test_resume_from_partial_cache(monkeypatch, tmp_path):
         seen.extend(texts)
         return [" City0"] * len(texts)
 
-    monkeypatch.setattr(generation, "generate", oracle)      # the text format generates through it
+    _patch(monkeypatch, oracle)
     path = tmp_path / "slick.json"
     full = categorise(None, None, examples, POOL, cfg, cache_path=path)
     import json

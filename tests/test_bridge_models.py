@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from llm_bridge.generation import decode_each, embed, generate, next_tokens
+from llm_bridge.generation import decode_each, embed, generate, next_tokens, sample
 from llm_bridge.models import (ModelDirError, build_tokenizer, load_model, model_fingerprint, pretrain,
                                resolve_device, save_model, tiny_llama)
 
@@ -113,6 +113,27 @@ def test_batched_generation_matches_single_and_sampling_is_seeded(saved):
     assert generate(model, tok, []) == []
     with pytest.raises(ValueError, match="temperature = -1"):
         generate(model, tok, PROMPTS, temperature=-1)
+
+
+def test_shared_prefill_sampling_is_generate_on_repeated_prompts(saved):
+    """`sample` reads each prompt once and repeats its key/value cache: near T = 0 every sample is
+    generate's greedy answer (left padding, positions and cache line up, here on a rotary model),
+    and with aligned batches its draws are generate's on the repeated prompts, draw for draw."""
+    model, tok = load_model(saved, dtype="float32", device="cpu")
+    greedy = generate(model, tok, PROMPTS, max_new_tokens=6, batch_size=4)
+    cold = sample(model, tok, PROMPTS, n_samples=3, temperature=1e-7, max_new_tokens=6, batch_size=6)
+    assert cold == [g for g in greedy for _ in range(3)]
+    state = torch.get_rng_state()
+    ours = sample(model, tok, PROMPTS, n_samples=5, temperature=1.0, max_new_tokens=6, batch_size=20, seed=5, stream="t")
+    reps = generate(model, tok, [p for p in PROMPTS for _ in range(5)], max_new_tokens=6, batch_size=20,
+                    temperature=1.0, seed=5, stream="t")
+    assert ours == reps and len(set(ours)) > 1 and all("\n" not in t for t in ours)
+    assert torch.equal(state, torch.get_rng_state())     # no global RNG
+    assert ours != sample(model, tok, PROMPTS, n_samples=5, temperature=1.0, max_new_tokens=6, batch_size=20,
+                          seed=6, stream="t")
+    assert sample(model, tok, [], n_samples=2, temperature=1.0) == []
+    with pytest.raises(ValueError, match="n_samples = 0"):
+        sample(model, tok, PROMPTS, n_samples=0, temperature=1.0)
 
 
 def test_next_tokens_is_generates_first_token_and_samples_are_seeded(saved):

@@ -16,7 +16,7 @@ from kgsim.model import load_model as load_kgsim
 from kgsim.rng import stream
 from llm_bridge.config import bridge_config
 from llm_bridge.evaluate import MODELS
-from llm_bridge.generation import ContextLengthError, generate, next_tokens
+from llm_bridge.generation import ContextLengthError, generate, next_tokens, sample
 from llm_bridge.models import build_tokenizer, load_model, load_tokenizer
 from llm_bridge.pipeline import run_bridge
 from llm_bridge.verbalised import VerbalisedError, document_rows, pretrain_verbalised, verbalised_graph
@@ -113,6 +113,23 @@ def test_a_prompt_beyond_the_learned_positions_is_a_clear_error(export):
         next_tokens(hf, tok, [long])
     fits = "Q: who?\nA: x\n" * 5
     assert len(generate(hf, tok, [fits], max_new_tokens=4)) == 1
+    with pytest.raises(ContextLengthError, match="n_positions = 192"):
+        sample(hf, tok, [long], n_samples=2, temperature=1.0, max_new_tokens=4)
+
+
+def test_shared_prefill_sampling_on_a_gpt2_export(export):
+    """kgsim exports have learned positions: `sample` must give left-padded rows the positions
+    generate gives them; near T = 0 its samples are generate's greedy answers."""
+    out, _ = export
+    hf = load_model(out / "hf", dtype="float32", device="cpu")
+    hf = hf[0] if isinstance(hf, tuple) else hf
+    tok = load_tokenizer(out / "hf")
+    vb = Verbalizer.from_graph(KnowledgeGraph.load(out / "world" / "graph.npz"))
+    prompts = ["Q: " + vb.question(s, r) + "\nA:" if s % 2 else vb.statement(s, r, 0).rsplit(" ", 1)[0]
+               for s in range(8) for r in range(2)]
+    greedy = generate(hf, tok, prompts, max_new_tokens=6, batch_size=16)
+    assert sample(hf, tok, prompts, n_samples=2, temperature=1e-7, max_new_tokens=6, batch_size=8) == \
+        [g for g in greedy for _ in range(2)]
 
 
 def test_bridge_runs_in_text_form_on_the_export(export, tmp_path):
