@@ -90,6 +90,9 @@ def _pretrain(args) -> int:
     if args.vocab_size < 260:
         raise UserError(f"--vocab-size = {args.vocab_size}: must be >= 260 (256 bytes and 4 special tokens)")
     cfg = resolve_config(args)
+    if cfg.model.n_ctx < 128:
+        print(f"note: model.n_ctx = {cfg.model.n_ctx}: a 4-shot prompt in words is ~90 tokens and a CoT prompt "
+              "~150; the bridge will refuse prompts beyond it (--set model.n_ctx=256 fits the defaults)")
     try:
         s = pretrain_verbalised(cfg, args.out, vocab_size=args.vocab_size, device=args.device)
     except (VerbalisedError, DataError) as e:

@@ -55,8 +55,10 @@ class VerbalisedError(ValueError):
 
 
 def config_hash(cfg: ExperimentConfig, vocab_size: int) -> str:
-    """The sections that decide the pretrained model (graph, corpus, model, pretrain, seed)."""
-    blob = json.dumps({"toml": to_toml(cfg), "vocab_size": vocab_size, "version": 1}, sort_keys=True)
+    """Hash of what decides the pretrained model: the graph, corpus, model and pretrain sections, the
+    seed and the BPE vocabulary size (other sections, e.g. finetune, may change freely)."""
+    blob = json.dumps({"sections": cfg.section_hash("graph", "corpus", "model", "pretrain"),
+                       "vocab_size": vocab_size, "version": 1}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -99,8 +101,7 @@ def pretrain_verbalised(cfg: ExperimentConfig, out: str | Path, *, vocab_size: i
             for the memorisation table; 0 skips it.
 
     Raises:
-        VerbalisedError: ``out`` holds a run of another configuration.
-        kgsim.train.DataError: ``model.n_ctx`` is too short for a row (raise ``model.n_ctx``).
+        VerbalisedError: ``out`` holds a run of another configuration, or other files.
     """
     out = Path(out)
     h = config_hash(cfg, vocab_size)

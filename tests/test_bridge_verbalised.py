@@ -95,6 +95,10 @@ def test_rerun_is_cached_and_another_config_is_refused(export, tmp_path):
     assert stamp == ((out / "train").stat().st_mtime_ns, (out / "hf" / "model.safetensors").stat().st_mtime_ns)
     with pytest.raises(VerbalisedError, match="another configuration"):
         pretrain_verbalised(_cfg("pretrain.lr=1e-3"), out, vocab_size=400, device="cpu", progress=False)
+    with pytest.raises(VerbalisedError, match="another configuration"):
+        pretrain_verbalised(_cfg(), out, vocab_size=500, device="cpu", progress=False)
+    # sections that do not shape the base model may change: the finished run is reused
+    assert pretrain_verbalised(_cfg("finetune.lr=1e-3"), out, vocab_size=400, device="cpu", progress=False) == summary
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(VerbalisedError, match="not empty"):
         pretrain_verbalised(_cfg(), tmp_path, vocab_size=400, device="cpu", progress=False)
