@@ -186,14 +186,10 @@ def evaluate_prompt(model, tokenizer, examples: Sequence[QAExample], split: str,
                    prompt=prompt, test_set=split, meta=meta)
 
 
-def evaluate_model(model, tokenizer, splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, Sequence[QAExample]],
-                   cfg: EvalConfig, *, model_name: str, stage: str, two_hop_pool: Sequence[QAExample] = (),
-                   seed: int = 0, progress: bool = False, fmt=TEXT) -> dict[EdgeKey, EdgeSet]:
-    """Every (split, prompt) EdgeSet of one model at one stage, prompts in format `fmt`. `pool`
-    holds the one-hop demonstrations by relation; `two_hop_pool` the 2-hop demonstrations (with
-    rationales)."""
-    cfg.validate()
-    out = {}
+def _prompt_jobs(splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, Sequence[QAExample]],
+                 cfg: EvalConfig, two_hop_pool: Sequence[QAExample], fmt):
+    """(split, examples, prompt, demonstration pool) of every prompt evaluated on every non-empty
+    split: one-hop splits draw from `pool`, the 2-hop split from `two_hop_pool`."""
     two_hop_pool = list(two_hop_pool)
     for split, examples in splits.items():
         if not examples:
@@ -202,10 +198,20 @@ def evaluate_model(model, tokenizer, splits: Mapping[str, Sequence[QAExample]], 
             p = pool
             if split == TWO_HOP_SPLIT:
                 p = by_relation(two_hop_pool) if fmt.two_hop_same_relation else {"*": two_hop_pool}
-            out[edge_key(model_name, stage, split, prompt)] = evaluate_prompt(
+            yield split, examples, prompt, p
+
+
+def evaluate_model(model, tokenizer, splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, Sequence[QAExample]],
+                   cfg: EvalConfig, *, model_name: str, stage: str, two_hop_pool: Sequence[QAExample] = (),
+                   seed: int = 0, progress: bool = False, fmt=TEXT) -> dict[EdgeKey, EdgeSet]:
+    """Every (split, prompt) EdgeSet of one model at one stage, prompts in format `fmt`. `pool`
+    holds the one-hop demonstrations by relation; `two_hop_pool` the 2-hop demonstrations (with
+    rationales)."""
+    cfg.validate()
+    return {edge_key(model_name, stage, split, prompt): evaluate_prompt(
                 model, tokenizer, examples, split, prompt, p, cfg, model_name=model_name, stage=stage, seed=seed,
                 progress=progress, fmt=fmt)
-    return out
+            for split, examples, prompt, p in _prompt_jobs(splits, pool, cfg, two_hop_pool, fmt)}
 
 
 def prompt_lengths(tokenizer, splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, Sequence[QAExample]],
@@ -215,16 +221,9 @@ def prompt_lengths(tokenizer, splits: Mapping[str, Sequence[QAExample]], pool: M
     from the same arguments (the same seeded demonstrations), so a run can check them against the
     model's context before any checkpoint is trained."""
     out = {}
-    two_hop_pool = list(two_hop_pool)
-    for split, examples in splits.items():
-        if not examples:
-            continue
-        for prompt in cfg.prompt_names(split):
-            p = pool
-            if split == TWO_HOP_SPLIT:
-                p = by_relation(two_hop_pool) if fmt.two_hop_same_relation else {"*": two_hop_pool}
-            texts, _ = build_prompts(split, prompt, examples, p, cfg, seed, fmt)
-            out[(split, prompt)] = max(len(ids) for ids in tokenizer(list(texts))["input_ids"])
+    for split, examples, prompt, p in _prompt_jobs(splits, pool, cfg, two_hop_pool, fmt):
+        texts, _ = build_prompts(split, prompt, examples, p, cfg, seed, fmt)
+        out[(split, prompt)] = max(len(ids) for ids in tokenizer(list(texts))["input_ids"])
     return out
 
 
