@@ -93,13 +93,8 @@ class Corpus:
         """The stream cut into rows of `n_ctx` tokens (the tail padded) with its loss mask."""
         from .train import TokenRows
 
-        n_rows = -(-len(self.stream) // n_ctx)
-        tokens = np.zeros(n_rows * n_ctx, np.int64)
-        tokens[: len(self.stream)] = self.stream
-        tokens = tokens.reshape(n_rows, n_ctx)                      # [n_rows, n_ctx]
-        mask = tokens != PAD
-        mask[:, 0] = False                                          # the first token has no prefix
-        return TokenRows(tokens, mask)
+        assert PAD == 0                                             # TokenRows pads with id 0
+        return TokenRows.from_stream(self.stream, n_ctx)
 
     def save(self, path: str | Path) -> None:
         np.savez(path, stream=self.stream, meta=np.array(json.dumps(

@@ -93,9 +93,13 @@ def verdict(values: list[float], positive: bool = True) -> dict:
     if iv["n"] == 1:
         sign = iv["mean"] > 0 if positive else iv["mean"] < 0
         return iv | {"verdict": ("holds" if sign else "does not hold") + " (one seed: sign only)"}
-    lo_ok = iv["lo"] > 0 if positive else iv["hi"] < 0
-    hi_bad = iv["hi"] < 0 if positive else iv["lo"] > 0
-    return iv | {"verdict": "holds" if lo_ok else "opposite" if hi_bad else "inconclusive"}
+    return iv | {"verdict": _judge(iv["lo"], iv["hi"], positive)}
+
+
+def _judge(lo: float, hi: float, positive: bool) -> str:
+    """'holds' when [lo, hi] lies on the claimed side of 0, 'opposite' on the other, else 'inconclusive'."""
+    ok, bad = (lo > 0, hi < 0) if positive else (hi < 0, lo > 0)
+    return "holds" if ok else "opposite" if bad else "inconclusive"
 
 
 def bootstrap_verdict(point: float, replicates, positive: bool = True, level: float = 0.95) -> dict:
@@ -106,9 +110,8 @@ def bootstrap_verdict(point: float, replicates, positive: bool = True, level: fl
         return {"mean": point, "lo": float("nan"), "hi": float("nan"), "n": 1, "values": [point],
                 "verdict": "not measured"}
     lo, hi = (float(q) for q in np.quantile(r, [0.5 - level / 2, 0.5 + level / 2]))
-    lo_ok, hi_bad = (lo > 0, hi < 0) if positive else (hi < 0, lo > 0)
     return {"mean": point, "lo": lo, "hi": hi, "n": 1, "values": [point], "method": "bootstrap over test facts",
-            "verdict": "holds" if lo_ok else "opposite" if hi_bad else "inconclusive"}
+            "verdict": _judge(lo, hi, positive)}
 
 
 def bootstrap_gaps(edge_sets: list[EdgeSet], n_boot: int = 2000, seed: int = 0) -> dict:

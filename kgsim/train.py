@@ -114,6 +114,18 @@ class TokenRows:
     def n_ctx(self) -> int:
         return self.tokens.shape[1]
 
+    @classmethod
+    def from_stream(cls, stream: np.ndarray, n_ctx: int) -> "TokenRows":
+        """A token stream (documents already joined, no id 0 inside) cut into rows of `n_ctx`
+        tokens, the tail padded with id 0; every non-pad position after the first is a target."""
+        n_rows = -(-len(stream) // n_ctx)
+        tokens = np.zeros(n_rows * n_ctx, np.int64)
+        tokens[: len(stream)] = stream
+        tokens = tokens.reshape(n_rows, n_ctx)                      # [n_rows, n_ctx]
+        mask = tokens != 0
+        mask[:, 0] = False                                          # the first token has no prefix
+        return cls(tokens, mask)
+
 
 @dataclass(frozen=True)
 class TrainResult:

@@ -77,14 +77,7 @@ def document_rows(docs: list[str], tokenizer, n_ctx: int) -> TokenRows:
     if tokenizer.pad_token_id != 0:
         raise VerbalisedError(f"tokenizer pad id = {tokenizer.pad_token_id}: kgsim.train rows pad with id 0")
     ids = tokenizer([d + tokenizer.eos_token for d in docs], add_special_tokens=False)["input_ids"]
-    stream = np.fromiter((t for doc in ids for t in doc), dtype=np.int64)
-    n_rows = -(-len(stream) // n_ctx)
-    tokens = np.zeros(n_rows * n_ctx, np.int64)
-    tokens[: len(stream)] = stream
-    tokens = tokens.reshape(n_rows, n_ctx)                        # [n_rows, n_ctx]
-    mask = tokens != 0
-    mask[:, 0] = False
-    return TokenRows(tokens, mask)
+    return TokenRows.from_stream(np.fromiter((t for doc in ids for t in doc), dtype=np.int64), n_ctx)
 
 
 def pretrain_verbalised(cfg: ExperimentConfig, out: str | Path, *, vocab_size: int = 2048, device: str = "auto",
@@ -106,8 +99,8 @@ def pretrain_verbalised(cfg: ExperimentConfig, out: str | Path, *, vocab_size: i
     out = Path(out)
     h = config_hash(cfg, vocab_size)
     world = out / "world"
-    if (out / "pretrain.json").is_file() and json.loads((out / "pretrain.json").read_text()).get("config_hash") == h:
-        return json.loads((out / "pretrain.json").read_text())
+    if (out / "pretrain.json").is_file() and (done := json.loads((out / "pretrain.json").read_text()))["config_hash"] == h:
+        return done
     if (world / "hash.txt").is_file():
         if (old := (world / "hash.txt").read_text().strip()) != h:
             raise VerbalisedError(f"out = {str(out)!r}: holds a run of another configuration (hash {old}, this "
@@ -176,11 +169,12 @@ def base_accuracy(hf, tokenizer, kg: KnowledgeGraph, vb: Verbalizer, qa_subjects
     def mean(x):
         return float(x.mean()) if len(x) else None
 
-    buckets = [{"exposure": f"{lo}-{hi}" if hi < 10**9 else f">={lo}", "n": int(((exp >= lo) & (exp <= hi)).sum()),
-                "statement_acc": mean(ok_st[(exp >= lo) & (exp <= hi)]),
-                "qa_acc_statement_only_subjects": mean(ok_qa[(exp >= lo) & (exp <= hi) & plain]),
-                "qa_acc_qa_subjects": mean(ok_qa[(exp >= lo) & (exp <= hi) & ~plain])}
-               for lo, hi in EXPOSURE_BUCKETS]
+    buckets = []
+    for lo, hi in EXPOSURE_BUCKETS:
+        m = (exp >= lo) & (exp <= hi)
+        buckets.append({"exposure": f"{lo}-{hi}" if hi < 10**9 else f">={lo}", "n": int(m.sum()),
+                        "statement_acc": mean(ok_st[m]), "qa_acc_statement_only_subjects": mean(ok_qa[m & plain]),
+                        "qa_acc_qa_subjects": mean(ok_qa[m & ~plain])})
     return {"n_facts": len(idx), "buckets": buckets, "statement_acc_exposed": mean(ok_st[exp > 0]),
             "statement_acc_never_shown": mean(ok_st[exp == 0]), "extraction_rate": mean(ok_qa[ok_st & plain]),
             "qa_acc_qa_subjects": mean(ok_qa[~plain & (exp > 0)])}
