@@ -1,6 +1,6 @@
 """Benchmark: a 1,000,000-fact knowledge graph with exposure counts and its pretraining corpus.
 
-Measures kgsim's vectorised construction (``kgsim.graph.generate`` + ``kgsim.corpus.build_corpus``)
+Measures kgsim's vectorised construction (``kgsim.world.graph.generate`` + ``kgsim.world.corpus.build_corpus``)
 against a plain construction of the same world with networkx and Python loops (a MultiDiGraph
 with an ``exposure`` attribute per edge; documents assembled from the adjacency lists), each in
 its own child process so that peak memory (max RSS) is measured cleanly. Prints a table and the
@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def world_config(n_facts: int):
-    from kgsim.config import CorpusConfig, GraphConfig
+    from kgsim.core.config import CorpusConfig, GraphConfig
 
     n_relations = 16
     return (GraphConfig(generator="zipf", n_entities=n_facts // n_relations, n_types=1, n_relations=n_relations,
@@ -30,10 +30,10 @@ def world_config(n_facts: int):
 
 
 def run_kgsim(n_facts: int) -> dict:
-    from kgsim.corpus import build_corpus
-    from kgsim.graph import generate
-    from kgsim.rng import stream
-    from kgsim.splits import assign_qa_subjects
+    from kgsim.core.rng import stream
+    from kgsim.world.corpus import build_corpus
+    from kgsim.world.graph import generate
+    from kgsim.world.splits import assign_qa_subjects
 
     gcfg, ccfg = world_config(n_facts)
     t0 = time.perf_counter()

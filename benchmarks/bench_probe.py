@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kgsim.config import GraphConfig, ModelConfig
-from kgsim.corpus import Vocabulary
-from kgsim.graph import generate
-from kgsim.model import build_model
-from kgsim.probe import accessible_edges
-from kgsim.prompts import zero_shot
-from kgsim.rng import stream
+from kgsim.core.config import GraphConfig, ModelConfig
+from kgsim.core.rng import stream
+from kgsim.nn.model import build_model
+from kgsim.nn.probe import accessible_edges
+from kgsim.world.corpus import Vocabulary
+from kgsim.world.graph import generate
+from kgsim.world.prompts import zero_shot
 
 
 def main() -> None:

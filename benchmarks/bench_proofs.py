@@ -22,8 +22,8 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from kgsim.edges import EdgeSet
-from kgsim.rng import stream
+from kgsim.core.edges import EdgeSet
+from kgsim.core.rng import stream
 from proofs import statements as S
 from proofs.strategies import gap_instances
 

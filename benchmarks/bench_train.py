@@ -1,6 +1,6 @@
 """Benchmark: training tokens/s of kgsim's GPT vs ``transformers.GPT2LMHeadModel`` of the same shape.
 
-Both models start from the same weights (the HF model is ``kgsim.model.to_hf`` of ours, so the
+Both models start from the same weights (the HF model is ``kgsim.nn.model.to_hf`` of ours, so the
 first losses must agree: printed as a check), see the same token batches, and run the same train
 step: forward + loss under the same precision (bf16 autocast unless --no-bf16), backward, gradient
 clipping at 1.0, fused AdamW (foreach where fused is missing), ``zero_grad(set_to_none=True)``.
@@ -84,8 +84,8 @@ PRESETS = {
 # --------------------------------------------------------------------------------------------
 
 def make_models(shape: Shape, device: str, hf_attn: str):
-    from kgsim.config import ModelConfig
-    from kgsim.model import build_model, to_hf
+    from kgsim.core.config import ModelConfig
+    from kgsim.nn.model import build_model, to_hf
 
     cfg = ModelConfig(d_model=shape.d_model, n_layers=shape.n_layers, n_heads=shape.n_heads,
                       n_ctx=shape.n_ctx - 1)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-from kgsim.config import load_config
-from kgsim.experiment import memorisation
-from kgsim.model import build_model, export_hf
-from kgsim.train import train
-from kgsim.world import build_world, save_world
+from kgsim.core.config import load_config
+from kgsim.nn.model import build_model, export_hf
+from kgsim.nn.train import train
+from kgsim.study.stages import memorisation
+from kgsim.world.build import build_world, save_world
 
 
 def main() -> None:
@@ -77,7 +77,7 @@ def main() -> None:
     else:
         model_dir, data_path = _pretrain_kgsim_tokens(cfg, args.out, dev, summary)
     save()
-    from llm_bridge.cli import write_kgsim_view
+    from kgsim.cli.bridge import write_kgsim_view
     from llm_bridge.config import bridge_config
     from llm_bridge.pipeline import run_bridge
 

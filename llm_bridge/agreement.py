@@ -4,10 +4,10 @@
 graph --out W``, or the world the pretraining cached) and measures, on the same queries with the
 same demonstrations:
 
-- **kgsim** (the simulator): prompts built by :mod:`kgsim.prompts` as token rows, answered by
-  :func:`kgsim.probe.answers` / :func:`kgsim.probe.edges_from_batch` on a kgsim GPT (the one given,
-  e.g. the pretrained model in memory or ``P/base.safetensors``; else :func:`kgsim.model.from_hf` of
-  the export), 2-hop queries as :func:`kgsim.measure.measure_seed` does;
+- **kgsim** (the simulator): prompts built by :mod:`kgsim.world.prompts` as token rows, answered by
+  :func:`kgsim.nn.probe.answers` / :func:`kgsim.nn.probe.edges_from_batch` on a kgsim GPT (the one given,
+  e.g. the pretrained model in memory or ``P/base.safetensors``; else :func:`kgsim.nn.model.from_hf` of
+  the export), 2-hop queries as :func:`kgsim.study.measure.measure_seed` does;
 - **the bridge**: the same prompts as text (:class:`llm_bridge.kgsim_tokens.KgsimTokens`), the
   export loaded by :func:`llm_bridge.models.load_model`, answered by Hugging Face generation
   (:func:`llm_bridge.evaluate.answer_prompts`: the first generated token, matched exactly).
@@ -29,10 +29,24 @@ from typing import Sequence
 
 import numpy as np
 
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError, load_config
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.rng import stream
+from kgsim.nn.probe import answers, edges_from_batch
+from kgsim.world.prompts import (
+    cot_first_hop,
+    cot_second_hop,
+    direct_two_hop,
+    draw_demonstrations,
+    k_shot,
+    two_hop_demos,
+    zero_shot,
+)
+from kgsim.world.splits import Splits
 
 from .evaluate import EvalConfig, answer_prompts, build_prompts
 from .kgsim_tokens import KgsimTokens, kgsim_model
+from .models import load_model
 
 
 class AgreementError(ValueError):
@@ -40,9 +54,6 @@ class AgreementError(ValueError):
 
 
 def _world(world_dir: str | Path):
-    from kgsim.config import ConfigError, load_config
-    from kgsim.graph import KnowledgeGraph
-    from kgsim.splits import Splits
 
     d = Path(world_dir)
     if not (d / "graph.npz").is_file() or not (d / "splits.npz").is_file():
@@ -73,7 +84,6 @@ def default_facts(fmt: KgsimTokens, splits, min_exposure: int, n_known: int = 25
 
 def _two_hop_demo_rows(fmt: KgsimTokens, queries: np.ndarray, k: int, seed: int) -> np.ndarray:
     """int [n, k]: for each 2-hop query (row index), k other rows of its composed relation."""
-    from kgsim.prompts import two_hop_demos
 
     rows = fmt.rows
     pool = np.setdiff1d(np.arange(len(rows)), queries)
@@ -86,11 +96,9 @@ def _two_hop_demo_rows(fmt: KgsimTokens, queries: np.ndarray, k: int, seed: int)
 
 def _kgsim_side(sim, fmt: KgsimTokens, prompt: str, ids: np.ndarray, d: np.ndarray, bf16: bool):
     """(predicted tokens, correct, the prompt's token rows; CoT: its first step) by kgsim alone."""
-    from kgsim.probe import answers, edges_from_batch
-    from kgsim.prompts import cot_first_hop, cot_second_hop, direct_two_hop, k_shot, zero_shot
 
     kg, v = fmt.kg, fmt.vocab
-    if prompt in ("cot", "direct-2hop"):                      # as kgsim.measure.measure_seed
+    if prompt in ("cot", "direct-2hop"):                      # as kgsim.study.measure.measure_seed
         rows, demo_rows = fmt.rows[ids], fmt.rows[d]
         first = (direct_two_hop if prompt == "direct-2hop" else cot_first_hop)(v, rows, demo_rows)
         batch = cot_second_hop(v, first, rows, answers(sim, first, bf16=bf16)) if prompt == "cot" else first
@@ -105,7 +113,6 @@ def _kgsim_side(sim, fmt: KgsimTokens, prompt: str, ids: np.ndarray, d: np.ndarr
 def _demo_ids(fmt: KgsimTokens, splits, name: str, prompt: str, ids: np.ndarray, cot_shots: int,
               seed: int) -> np.ndarray:
     """int [n, k]: the demonstrations of every query (fact ids; 2-hop: rows of kg.two_hop())."""
-    from kgsim.prompts import draw_demonstrations
 
     if prompt in ("cot", "direct-2hop"):
         return _two_hop_demo_rows(fmt, ids, cot_shots, seed)
@@ -142,7 +149,7 @@ def agreement(model_dir: str | Path, world_dir: str | Path, facts: dict | Sequen
         facts: ``{name: fact ids}`` (a ``"2hop"`` entry holds rows of ``kg.two_hop()``), or one
             array of fact ids (named ``"facts"``); default :func:`default_facts`.
         k_shots: the k-shot prompts besides zero-shot; cot_shots: demonstrations of 2-hop prompts.
-        kgsim_gpt: the kgsim GPT the simulator runs (default: ``kgsim.model.from_hf`` of the export).
+        kgsim_gpt: the kgsim GPT the simulator runs (default: ``kgsim.nn.model.from_hf`` of the export).
         bf16: bf16 autocast on both sides (default float32 on both).
 
     Returns:
@@ -158,7 +165,6 @@ def agreement(model_dir: str | Path, world_dir: str | Path, facts: dict | Sequen
     """
     import torch
 
-    from .models import load_model
 
     fmt, splits, min_exposure = _world(world_dir)
     smallest = min((len(x) for x in splits.demos.values()), default=0)
@@ -190,7 +196,7 @@ def agreement(model_dir: str | Path, world_dir: str | Path, facts: dict | Sequen
                 demos = [[all_two[j] if two_hop else fmt.example(j) for j in row] for row in d]
                 rows.append(_compare(sim, hf, tok, fmt, ecfg, name, prompt, ids, examples, d, demos, bf16, seed))
     return {"model_dir": str(Path(model_dir).resolve()), "world_dir": str(Path(world_dir).resolve()),
-            "simulator": "given kgsim GPT" if kgsim_gpt is not None else "kgsim.model.from_hf(model_dir)",
+            "simulator": "given kgsim GPT" if kgsim_gpt is not None else "kgsim.nn.model.from_hf(model_dir)",
             "dtype": "bfloat16 autocast" if bf16 else "float32", "rows": rows,
             "max_abs_diff": max((abs(r["kgsim"] - r["bridge"]) for r in rows), default=0.0)}
 

@@ -3,7 +3,7 @@
 Values come from the dataclass defaults, then a named preset (:data:`PRESETS`), then dotted
 ``key=value`` overrides (``--set finetune.lr=1e-4``), parsed and type-checked by the same machinery
 as kgsim's own tree; an unknown key, a wrong type or an impossible value raises
-:class:`kgsim.config.ConfigError` naming the key and the value.
+:class:`kgsim.core.config.ConfigError` naming the key and the value.
 
 Sections: ``runtime`` (dtype, device), ``data`` (:class:`DataConfig`), ``probe``
 (:class:`llm_bridge.known.SliCKConfig`), ``finetune`` (:class:`llm_bridge.finetune.FinetuneConfig`),
@@ -15,7 +15,7 @@ Sections: ``runtime`` (dtype, device), ``data`` (:class:`DataConfig`), ``probe``
 >>> bridge_config(overrides=["data.ft_size=0"])
 Traceback (most recent call last):
 ...
-kgsim.config.ConfigError: data.ft_size = 0: must be >= 1
+kgsim.core.config.ConfigError: data.ft_size = 0: must be >= 1
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from kgsim.config import ConfigError, apply_overrides, apply_table
+from kgsim.core.config import ConfigError, apply_overrides, apply_table
 
 from .evaluate import EvalConfig
 from .finetune import FinetuneConfig

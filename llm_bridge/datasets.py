@@ -33,6 +33,8 @@ from typing import Sequence
 
 import numpy as np
 
+from kgsim.core.kg import subject_mentions
+
 EQ_SPLITS = ("train", "dev", "test")
 _SPLIT_CODE = {"train": 1, "dev": 2, "test": 3}
 
@@ -341,7 +343,6 @@ def fact_index(kg, s: np.ndarray, r: np.ndarray, a: np.ndarray) -> np.ndarray:
 def synthetic_examples(kg, vb, form: int = 0) -> list[QAExample]:
     """One example per fact (question form `form`); all true answers of (s, r) are gold answers;
     ``popularity`` is the subject's realised pretraining mentions, ``exposure`` the fact's count."""
-    from kgsim.graph import subject_mentions
 
     mentions = subject_mentions(kg)
     out = []

@@ -3,12 +3,12 @@
 For a model (``"ft-known"`` or ``"ft-unknown"``) at a stage (``"es"`` or ``"con"``), every test
 split is answered under every prompt (:mod:`llm_bridge.prompts`), with batched greedy decoding,
 and scored with :func:`llm_bridge.matching.is_correct`. The result is one
-:class:`kgsim.edges.EdgeSet` per key ``(model, stage, split, prompt)``, the keys ``kgsim run``
+:class:`kgsim.core.edges.EdgeSet` per key ``(model, stage, split, prompt)``, the keys ``kgsim run``
 uses, so the proofs checks and the report read bridge results unchanged:
 
 - one-hop splits (``"id"``, ``"near-id"``, ``"open-world"``, ``"sim-1"``, ...): prompts ``"zero-shot"`` and
   ``f"{k}-shot"`` for each k; a k-shot prompt's demonstrations (same relation, drawn from the
-  demonstration pool by ``kgsim.rng.stream(seed, f"demos/{split}/{k}")``, so both models see the
+  demonstration pool by ``kgsim.core.rng.stream(seed, f"demos/{split}/{k}")``, so both models see the
   very same prompts) are its induced edge set, stored per test item in ``meta["induced"]``;
 - ``"2hop"`` (synthetic graphs with composed relations): ``"cot"`` (demonstrations whose answers
   spell out the path through the bridge entity) and ``"direct-2hop"`` (the same demonstrations
@@ -35,9 +35,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kgsim.config import ConfigError
-from kgsim.edges import EdgeSet
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError
+from kgsim.core.edges import EdgeSet
+from kgsim.core.rng import stream
 
 from .datasets import QAExample, by_relation
 from .generation import embed

@@ -18,13 +18,13 @@ again from the base model (there is no mid-training resume), so a killed run lea
 that a rerun would trust.
 
 Randomness: the Trainer seeds its own data order (and dropout) from ``args.seed``, derived from the
-run seed by ``kgsim.rng.torch_seed(seed, "finetune")`` (the Trainer's ``set_seed`` is the one global
+run seed by ``kgsim.core.rng.torch_seed(seed, "finetune")`` (the Trainer's ``set_seed`` is the one global
 seeding, at this fine-tuning boundary); LoRA ``A`` matrices are drawn from a seeded generator.
 
 Multi-GPU (data parallel). :func:`finetune` runs unchanged under a launcher, one process per GPU::
 
-    accelerate launch --num_processes 4 -m kgsim.cli bridge run --model DIR ... --out RUN
-    torchrun --nproc_per_node 4 -m kgsim.cli bridge run --model DIR ... --out RUN
+    accelerate launch --num_processes 4 -m kgsim bridge run --model DIR ... --out RUN
+    torchrun --nproc_per_node 4 -m kgsim bridge run --model DIR ... --out RUN
 
 (or any script that calls :func:`llm_bridge.pipeline.run_bridge` or :func:`finetune`).
 
@@ -46,8 +46,8 @@ from typing import Sequence
 
 import torch
 
-from kgsim.config import ConfigError
-from kgsim.rng import torch_generator, torch_seed
+from kgsim.core.config import ConfigError
+from kgsim.core.rng import torch_generator, torch_seed
 
 from .datasets import QAExample
 from .matching import MATCH_MODES

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from kgsim.rng import torch_generator
+from kgsim.core.rng import torch_generator
 
 
 def model_device(model) -> torch.device:
@@ -94,15 +94,15 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
 
     Args:
         temperature: 0 for greedy decoding; > 0 samples with a generator seeded from
-            ``kgsim.rng.torch_seed(seed, stream)`` (the same seed, stream, prompts and batch size
+            ``kgsim.core.rng.torch_seed(seed, stream)`` (the same seed, stream, prompts and batch size
             give the same samples).
 
     Raises:
         ValueError: a negative temperature or a non-positive batch size / token budget.
         ContextLengthError: a prompt plus `max_new_tokens` exceeds the model's learned positions.
     """
-    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
     from tqdm.auto import tqdm
+    from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
     if temperature < 0 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"temperature = {temperature}, batch_size = {batch_size}, max_new_tokens = "
@@ -161,7 +161,7 @@ def sample(model, tokenizer, prompts: Sequence[str], *, n_samples: int, temperat
     that temperature on each prompt repeated `n_samples` times, but each prompt is read once: one
     forward pass over the prompts fills the key/value cache, which is then repeated for the samples
     and decoded step by step (batches of ``batch_size // n_samples`` prompts). Draws come from a
-    generator seeded by ``kgsim.rng.torch_seed(seed, stream)``; the same arguments give the same
+    generator seeded by ``kgsim.core.rng.torch_seed(seed, stream)``; the same arguments give the same
     samples. Models whose forward takes no ``position_ids`` fall back to :func:`generate`.
 
     Raises:
@@ -265,7 +265,7 @@ def next_tokens(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 3
     model's device); greedy is the argmax of the float32 last-position logits (what :func:`generate`
     picks as its first token); samples are ``n_samples`` draws with replacement from
     ``softmax(logits / temperature)`` per prompt, from a generator seeded by
-    ``kgsim.rng.torch_seed(seed, stream)`` (the same seed, stream, prompts and batch size give the
+    ``kgsim.core.rng.torch_seed(seed, stream)`` (the same seed, stream, prompts and batch size give the
     same samples). Decode ids with :func:`decode_each`.
 
     Raises:

@@ -8,10 +8,10 @@ kgsim world (``kgsim graph --out DIR``: graph.npz, splits.npz, corpus.npz; or a 
 
 - **examples** (:meth:`KgsimTokens.examples`): one per fact, ``question`` = ``"E3 Q1"`` (subject,
   relation in question form), gold answers every true answer of (s, r) as entity tokens, so that a
-  match is kgsim's :meth:`~kgsim.graph.KnowledgeGraph.is_correct`; one per 2-hop query
+  match is kgsim's :meth:`~kgsim.core.kg.KnowledgeGraph.is_correct`; one per 2-hop query
   (:meth:`KgsimTokens.two_hop_examples`, ``fact_id`` = its row of ``kg.two_hop()``), ``"E3 Q1 Q2"``.
-- **prompts** are built by :mod:`kgsim.prompts` (token ids) and written out by
-  :meth:`kgsim.corpus.Vocabulary.decode`: zero-shot ``<bos> <q> s Q <a>``, k-shot
+- **prompts** are built by :mod:`kgsim.world.prompts` (token ids) and written out by
+  :meth:`kgsim.world.corpus.Vocabulary.decode`: zero-shot ``<bos> <q> s Q <a>``, k-shot
   ``<bos> (<q> s' Q <a> a' <sep>)*k <q> s Q <a>``, direct-2hop and CoT; the model's tokenizer reads
   them back to exactly kgsim's token rows (:meth:`KgsimTokens.check_model` checks the vocabulary).
 - **the answer** is the first generated token, special tokens kept (``<eos>`` is a wrong answer, as
@@ -19,14 +19,14 @@ kgsim world (``kgsim graph --out DIR``: graph.npz, splits.npz, corpus.npz; or a 
   Being one token, it is read from one forward pass (:func:`llm_bridge.generation.next_tokens`: the
   argmax of the last position's logits, what ``generate`` would produce; SliCK's samples drawn from
   the same logits), not by ``generate``.
-- **CoT** runs in two steps, as :func:`kgsim.measure.measure_seed` does: the model's bridge m̂ is
+- **CoT** runs in two steps, as :func:`kgsim.study.measure.measure_seed` does: the model's bridge m̂ is
   written into ``... <a> m̂ <sep> <q> m̂ Q2 <a>`` and the answer read after it.
 - **the simulator** (:meth:`KgsimTokens.simulate`): kgsim's own measurement of the same queries and
-  demonstrations (:mod:`kgsim.prompts` + :mod:`kgsim.probe` on a kgsim GPT), for the agreement check.
+  demonstrations (:mod:`kgsim.world.prompts` + :mod:`kgsim.nn.probe` on a kgsim GPT), for the agreement check.
 
->>> from kgsim.config import GraphConfig
->>> from kgsim.graph import generate
->>> from kgsim.rng import stream
+>>> from kgsim.core.config import GraphConfig
+>>> from kgsim.world.graph import generate
+>>> from kgsim.core.rng import stream
 >>> fmt = KgsimTokens(generate(GraphConfig(n_entities=30, n_types=2, n_relations=4, n_composed=1), stream(0, "g")))
 >>> facts = fmt.examples()
 >>> facts[0].question, facts[0].answers, fmt.zero_shot(facts[:1])
@@ -44,11 +44,16 @@ from typing import Sequence
 
 import numpy as np
 
-from kgsim.config import ConfigError
-from kgsim.corpus import Vocabulary
-from kgsim.prompts import PromptBatch, cot_first_hop, cot_second_hop, direct_two_hop, k_shot, zero_shot
+from kgsim.core.config import ConfigError
+from kgsim.core.kg import subject_mentions
+from kgsim.nn.model import from_hf
+from kgsim.nn.probe import answers, edges_from_batch
+from kgsim.world.corpus import Vocabulary
+from kgsim.world.prompts import PromptBatch, cot_first_hop, cot_second_hop, direct_two_hop, k_shot, zero_shot
 
-from .datasets import DatasetFileError, QAExample
+from .datasets import DatasetFileError, QAExample, two_hop_examples
+from .generation import decode_each, next_tokens
+from .models import ModelDirError
 
 NAME = "kgsim-tokens"
 
@@ -78,8 +83,8 @@ class KgsimTokens:
     """The kgsim-token prompt format of one graph (see the module docstring)."""
 
     name = NAME
-    pooling = "last"                    # kgsim.measure.query_repr: the last position's hidden state
-    two_hop_same_relation = True        # kgsim.prompts.two_hop_demos: demos of the same r1∘r2
+    pooling = "last"                    # kgsim.study.measure.query_repr: the last position's hidden state
+    two_hop_same_relation = True        # kgsim.world.prompts.two_hop_demos: demos of the same r1∘r2
 
     def __init__(self, kg, vocab: Vocabulary | None = None):
         self.kg = kg
@@ -110,7 +115,6 @@ class KgsimTokens:
 
     def example(self, i: int) -> QAExample:
         """The example of fact `i`: question ``"s Q"``, every true answer of (s, r) a gold answer."""
-        from kgsim.graph import subject_mentions
 
         kg, i = self.kg, int(i)
         s, r, a = int(kg.s[i]), int(kg.r[i]), int(kg.a[i])
@@ -128,7 +132,6 @@ class KgsimTokens:
     def two_hop_examples(self) -> list[QAExample]:
         """One example per row of ``kg.two_hop()``: ``"s Q1 Q2"`` -> a, ``bridge`` m, ``path`` the
         two hops' fact ids, ``rationale`` the chain written as kgsim's CoT prompt writes it."""
-        from .datasets import two_hop_examples
 
         def rationale(s, r1, r2, m, a):
             return f"{self.entity(m)} <sep> <q> {self._question(m, r2)} <a> {self.entity(a)}"
@@ -157,7 +160,7 @@ class KgsimTokens:
         return flat.reshape(n, k)
 
     # ---------------------------------------------------------------------------------------
-    # Prompts (kgsim.prompts, decoded to text)
+    # Prompts (kgsim.world.prompts, decoded to text)
     # ---------------------------------------------------------------------------------------
 
     def _text(self, batch: PromptBatch) -> list[str]:
@@ -221,7 +224,6 @@ class KgsimTokens:
         per batch: the greedy token and `n_samples` draws at `temperature` from the same logits
         (seeded by `seed`, `stream`; :func:`llm_bridge.generation.next_tokens`). Answers as
         :meth:`generate` writes them."""
-        from .generation import decode_each, next_tokens
 
         greedy, samples = next_tokens(model, tokenizer, texts, batch_size=batch_size, n_samples=n_samples,
                                       temperature=temperature if n_samples else 1.0, seed=seed, stream=stream,
@@ -270,7 +272,6 @@ class KgsimTokens:
         Raises:
             ModelDirError: another vocabulary. ConfigError: a prompt longer than the context.
         """
-        from .models import ModelDirError
 
         want = self.index
         have = tokenizer.get_vocab()
@@ -286,7 +287,7 @@ class KgsimTokens:
 
     def prompt_lengths(self, k_shots: Sequence[int], probe_shots: int, cot_shots: int | None) -> dict:
         """``{config key: (value, tokens)}``: the longest prompt each setting makes (built with
-        :mod:`kgsim.prompts`); CoT counts both steps. `cot_shots` None: no 2-hop prompts."""
+        :mod:`kgsim.world.prompts`); CoT counts both steps. `cot_shots` None: no 2-hop prompts."""
         v, kg = self.vocab, self.kg
         one = np.zeros(1, np.int64)
 
@@ -306,15 +307,14 @@ class KgsimTokens:
                  **kw) -> np.ndarray:
         """bool [n]: kgsim's own verdict on each query under `prompt` (``"zero-shot"``, ``"{k}-shot"``,
         ``"direct-2hop"``, ``"cot"``) with demonstrations `demo_ids` (int [n, k]: fact ids, 2-hop:
-        rows of ``kg.two_hop()``): the prompt batch of :mod:`kgsim.prompts` and the argmax of
-        :func:`kgsim.probe.answers` (one-hop: :func:`kgsim.probe.edges_from_batch`; 2-hop as
-        :func:`kgsim.measure.measure_seed` does). `model` is a kgsim GPT (:func:`kgsim_model` of the
-        bridge's model); `kw` goes to :func:`kgsim.probe.last_logits` (e.g. ``bf16``).
+        rows of ``kg.two_hop()``): the prompt batch of :mod:`kgsim.world.prompts` and the argmax of
+        :func:`kgsim.nn.probe.answers` (one-hop: :func:`kgsim.nn.probe.edges_from_batch`; 2-hop as
+        :func:`kgsim.study.measure.measure_seed` does). `model` is a kgsim GPT (:func:`kgsim_model` of the
+        bridge's model); `kw` goes to :func:`kgsim.nn.probe.last_logits` (e.g. ``bf16``).
 
         Raises:
             ValueError: an unknown prompt, or examples that are not this graph's.
         """
-        from kgsim.probe import answers, edges_from_batch
 
         v = self.vocab
         kind = "k-shot" if prompt.endswith("-shot") and prompt[:-5].isdigit() else prompt
@@ -346,8 +346,7 @@ def first_token(text: str) -> str:
 
 def kgsim_model(hf_model):
     """A kgsim GPT (float32, CPU) computing what the Hugging Face GPT-2 `hf_model` computes
-    (:func:`kgsim.model.from_hf`)."""
-    from kgsim.model import from_hf
+    (:func:`kgsim.nn.model.from_hf`)."""
 
     return from_hf(hf_model).eval()
 

@@ -16,7 +16,7 @@ Unknown        P_greedy = 0 and P_sampled = 0
 
 Coarse Known is ``P_correct > 0``: any category but Unknown.
 
-Exemplar sets are drawn per relation from ``kgsim.rng.stream(seed, "slick-exemplars/<relation>")``
+Exemplar sets are drawn per relation from ``kgsim.core.rng.stream(seed, "slick-exemplars/<relation>")``
 (an example never serves as its own exemplar); sampling uses a seeded ``torch.Generator``
 (:func:`llm_bridge.generation.generate`), never global seeding. Results are cached in a JSON file
 under a key hashing (model key, data, config, seed), chunk by chunk, so an interrupted run resumes.
@@ -36,8 +36,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kgsim.config import ConfigError
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError
+from kgsim.core.rng import stream
 
 from .datasets import QAExample, by_relation
 from .matching import MATCH_MODES

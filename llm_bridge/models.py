@@ -26,6 +26,8 @@ from typing import Sequence
 
 import torch
 
+from kgsim.core.rng import stream, torch_generator
+
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
 _WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.bin")
@@ -176,7 +178,6 @@ def tiny_llama(tokenizer, d_model: int = 64, n_layers: int = 2, n_heads: int = 4
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from kgsim.rng import torch_generator
 
     if d_model % n_heads:
         raise ValueError(f"n_heads = {n_heads}: must divide d_model ({d_model})")
@@ -209,10 +210,9 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
 def pretrain(model, tokenizer, texts: Sequence[str], *, steps: int, batch_size: int = 32, lr: float = 3e-3,
              warmup: int = 20, weight_decay: float = 0.0, seed: int = 0) -> list[float]:
     """Train a causal LM on documents (each ends with EOS, truncated to the model's context) with
-    AdamW and a warmup + cosine schedule; batches are drawn from ``kgsim.rng.stream(seed,
+    AdamW and a warmup + cosine schedule; batches are drawn from ``kgsim.core.rng.stream(seed,
     "bridge-pretrain")``. Returns the loss of every step. For tiny test models, not for real ones.
     """
-    from kgsim.rng import stream
 
     n_ctx = model.config.max_position_embeddings
     docs = [ids[:n_ctx] for ids in tokenizer([t + tokenizer.eos_token for t in texts],

@@ -66,15 +66,36 @@ from typing import Sequence
 
 import numpy as np
 
-from kgsim.config import ConfigError, to_dict
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError, to_dict
+from kgsim.core.edges import EdgeSet
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.rng import stream
+from kgsim.world.graph import load_tsv
 
 from .config import PRESETS, BridgeConfig, DataConfig, RuntimeConfig, bridge_config
-from .datasets import (DATASETS, QAExample, by_relation, load_entityquestions, load_mmlu, load_popqa,
-                       synthetic_examples, two_hop_examples)
-from .evaluate import (HOPS_SPLIT, MODELS, STAGES, TWO_HOP_SPLIT, edge_filename, evaluate_model,
-                       max_similarity, prompt_lengths, save_edgesets, similarity_buckets,
-                       split_by_similarity)
+from .datasets import (
+    DATASETS,
+    QAExample,
+    by_relation,
+    load_entityquestions,
+    load_mmlu,
+    load_popqa,
+    synthetic_examples,
+    two_hop_examples,
+)
+from .evaluate import (
+    HOPS_SPLIT,
+    MODELS,
+    STAGES,
+    TWO_HOP_SPLIT,
+    edge_filename,
+    evaluate_model,
+    max_similarity,
+    prompt_lengths,
+    save_edgesets,
+    similarity_buckets,
+    split_by_similarity,
+)
 from .finetune import finetune, load_checkpoint
 from .generation import ContextLengthError, model_device
 from .kgsim_tokens import KgsimTokens, kgsim_model
@@ -130,7 +151,6 @@ def _partition(examples: list[QAExample], dcfg: DataConfig, seed: int) -> dict[s
 
 def load_graph(path: str | Path):
     """A kgsim graph from ``.npz`` (KnowledgeGraph.save), ``.tsv``, or a directory holding graph.npz."""
-    from kgsim.graph import KnowledgeGraph, load_tsv
 
     p = Path(path)
     if p.is_dir():
@@ -223,7 +243,7 @@ def select(splits: dict[str, list[QAExample]], cfg: BridgeConfig) -> Selection:
                     pick("test", ft, d.test_size, "test"), pick("test", other, 2 * d.test_size, "test-other"))
     if splits.get("2hop"):
         two = _shuffled(splits["2hop"], stream(seed, "bridge-2hop"))
-        if d.format == "kgsim-tokens":      # demonstrations of the query's own r1∘r2 (kgsim.prompts.two_hop_demos)
+        if d.format == "kgsim-tokens":      # demonstrations of the query's own r1∘r2 (kgsim.world.prompts.two_hop_demos)
             groups = {r: g for r, g in by_relation(two).items() if len(g) > cfg.eval.cot_shots}
             sel.two_hop_demos = [e for g in groups.values() for e in g[: d.n_demo_pool]]
             sel.two_hop = _round_robin({r: g[d.n_demo_pool:] for r, g in groups.items()}, d.two_hop_size)
@@ -558,7 +578,6 @@ def _evaluate_cached(out: Path, name: str, stage: str, key: str, tests: dict, se
 
 def _results(model_dir, mkey, data, data_path, cfg, sel, slick, ft_sets, tests, ft_summary, edge_files: dict,
              out: Path) -> dict:
-    from kgsim.edges import EdgeSet
 
     counts = {"relations_ft": sel.ft_relations, "relations_other": sel.other_relations,
               "candidates": len(sel.candidates), "categories": category_counts(slick),

@@ -44,6 +44,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .generation import generate, sample
+from .matching import contains_answer, is_correct
+from .verbalize import cot_final_answer
+
 PROMPTS = ("zero-shot", "k-shot", "cot", "direct-2hop")
 
 
@@ -101,7 +105,6 @@ class TextFormat:
 
     def generate(self, model, tokenizer, texts: Sequence[str], *, max_new_tokens: int, **kw) -> list[str]:
         """One-line answers (:func:`llm_bridge.generation.generate`)."""
-        from .generation import generate
 
         return generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, **kw)
 
@@ -111,7 +114,6 @@ class TextFormat:
         """(greedy answers [n], sampled answers [n * n_samples], prompt-major): :meth:`generate` greedily,
         then `n_samples` continuations of every prompt at `temperature` (seeded by `seed`, `stream`),
         each prompt read once (:func:`llm_bridge.generation.sample`)."""
-        from .generation import sample
 
         greedy = self.generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, desc=f"{desc} greedy", **kw)
         if not n_samples:
@@ -125,17 +127,14 @@ class TextFormat:
         return self.generate(model, tokenizer, texts, max_new_tokens=max_new_tokens, **kw)
 
     def correct(self, output: str, example, match: str = "em") -> bool:
-        from .matching import is_correct
 
         return is_correct(output, example.answers, match, choices=example.choices)
 
     def cot_answer(self, output: str) -> str:
-        from .verbalize import cot_final_answer
 
         return cot_final_answer(output)
 
     def bridge_named(self, output: str, example) -> bool:
-        from .matching import contains_answer
 
         return bool(example.bridge) and contains_answer(output, [example.bridge])
 

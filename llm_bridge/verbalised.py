@@ -11,7 +11,7 @@ BPE tokenizer trained on those documents, and exports it in Hugging Face format.
 
     world/            graph.npz (the named graph: the bridge's ``--data-path``), config.toml (the
                       kgsim configuration), hash.txt, tokenizer/ (the BPE tokenizer)
-    train/            kgsim.train's checkpoints and metrics (a killed run resumes from them)
+    train/            kgsim.nn.train's checkpoints and metrics (a killed run resumes from them)
     hf/               GPT2LMHeadModel + tokenizer: the bridge's ``--model``
     pretrain.json     parameters, tokens/s, and the base model's memorisation and extraction
     pretraining.png   the loss curve and the memorisation curve (accuracy by times shown)
@@ -34,14 +34,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-from kgsim import rng as rngs
-from kgsim.config import ExperimentConfig, to_toml
-from kgsim.experiment import EXPOSURE_BUCKETS
-from kgsim.graph import KnowledgeGraph, generate
-from kgsim.io import atomic_dir, write_json
-from kgsim.model import build_model, to_hf
-from kgsim.splits import assign_qa_subjects
-from kgsim.train import TokenRows, train
+from kgsim.core import rng as rngs
+from kgsim.core.config import ExperimentConfig, to_toml
+from kgsim.core.io import atomic_dir, write_json
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.nn.model import build_model, to_hf
+from kgsim.nn.train import TokenRows, train
+from kgsim.study.stages import EXPOSURE_BUCKETS
+from kgsim.world.graph import generate
+from kgsim.world.plots import plot_pretraining
+from kgsim.world.splits import assign_qa_subjects
 
 from .generation import generate as generate_text
 from .matching import is_correct
@@ -73,9 +75,9 @@ def verbalised_graph(cfg: ExperimentConfig) -> tuple[KnowledgeGraph, np.ndarray]
 
 def document_rows(docs: list[str], tokenizer, n_ctx: int) -> TokenRows:
     """Documents, each followed by EOS, concatenated and cut into rows of `n_ctx` tokens (the tail
-    padded with the pad id, which must be 0, as kgsim.train's rows require)."""
+    padded with the pad id, which must be 0, as kgsim.nn.train's rows require)."""
     if tokenizer.pad_token_id != 0:
-        raise VerbalisedError(f"tokenizer pad id = {tokenizer.pad_token_id}: kgsim.train rows pad with id 0")
+        raise VerbalisedError(f"tokenizer pad id = {tokenizer.pad_token_id}: kgsim.nn.train rows pad with id 0")
     ids = tokenizer([d + tokenizer.eos_token for d in docs], add_special_tokens=False)["input_ids"]
     return TokenRows.from_stream(np.fromiter((t for doc in ids for t in doc), dtype=np.int64), n_ctx)
 
@@ -139,7 +141,6 @@ def pretrain_verbalised(cfg: ExperimentConfig, out: str | Path, *, vocab_size: i
         tokenizer.model_max_length = cfg.model.n_ctx
         tokenizer.save_pretrained(str(tmp))
     if summary["base"]:
-        from kgsim.plots import plot_pretraining
 
         plot_pretraining(out / "train" / "metrics.jsonl", summary["base"], out / "pretraining.png")
     write_json(out / "pretrain.json", summary)

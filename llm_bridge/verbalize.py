@@ -124,7 +124,7 @@ _VOWELS = np.array(list("aeiou") + ["ai", "ou"])
 def entity_names(n: int, rng: np.random.Generator, syllables: tuple[int, int] = (2, 3)) -> list[str]:
     """`n` unique pronounceable names ('Kalomi', 'Trevasu', ...) drawn from `rng`.
 
-    >>> from kgsim.rng import stream
+    >>> from kgsim.core.rng import stream
     >>> names = entity_names(500, stream(0, "names"))
     >>> len(set(names)) == 500 and all(x[0].isupper() and x.isalpha() for x in names)
     True

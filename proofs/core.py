@@ -1,7 +1,7 @@
 """What every statement check shares: the result type, edge-set alignment, weighted masses, bounds.
 
 A check works on boolean masks over one test set T (N facts) and one weight vector w over T.
-:func:`align` turns :class:`kgsim.edges.EdgeSet` objects (or raw boolean masks) into such masks,
+:func:`align` turns :class:`kgsim.core.edges.EdgeSet` objects (or raw boolean masks) into such masks,
 refusing sets over different test sets, and records whether they all carry the same weights (an
 assumption several statements name). :func:`mass` is w(E).
 
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kgsim.edges import EdgeSet
+from kgsim.core.edges import EdgeSet
 
 KINDS = ("exact", "probabilistic", "empirical")
 

@@ -24,13 +24,27 @@ import numpy as np
 from hypothesis import Phase, find, settings
 from hypothesis import strategies as st
 
-from kgsim.edges import EdgeSet
-from kgsim.rng import stream
+from kgsim.core.edges import EdgeSet
+from kgsim.core.rng import stream
 
 from .core import CheckResult, mass
 from .run import format_table
-from .statements import (COMMON_GAINS, GAP_POSITIVE, NESTED, NO_LOSSES, SAME_Q, SAME_W, UNIFORM_W, check_c1,
-                         check_l1, check_l1_gains_only, check_p1, check_r1, check_t1, expected_prompt_gap)
+from .statements import (
+    COMMON_GAINS,
+    GAP_POSITIVE,
+    NESTED,
+    NO_LOSSES,
+    SAME_Q,
+    SAME_W,
+    UNIFORM_W,
+    check_c1,
+    check_l1,
+    check_l1_gains_only,
+    check_p1,
+    check_r1,
+    check_t1,
+    expected_prompt_gap,
+)
 from .strategies import GapInstance, gap_instances
 
 FIND_SETTINGS = settings(max_examples=5000, database=None, deadline=None, phases=[Phase.generate, Phase.shrink])

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kgsim.rng import stream
+from kgsim.core.rng import stream
 
 from .core import CheckResult, result
 

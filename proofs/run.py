@@ -14,7 +14,7 @@ R1 and T1's measured prediction. A prompt with no base over the same test set is
 nothing. With :class:`TwoHopEvidence` it also holds CoT path connectivity per model and stage and
 the CoT gap per stage. :func:`format_table` renders the results as Markdown, failing rows included.
 
->>> from kgsim.edges import EdgeSet
+>>> from kgsim.core.edges import EdgeSet
 >>> T = np.arange(4)
 >>> es = {("ft-known", "es", "id", "zero-shot"): EdgeSet(T, np.array([1, 1, 1, 0], bool)),
 ...       ("ft-unknown", "es", "id", "zero-shot"): EdgeSet(T, np.array([1, 0, 0, 0], bool)),
@@ -32,11 +32,20 @@ from typing import Mapping
 
 import numpy as np
 
-from kgsim.edges import EdgeSet
+from kgsim.core.edges import EdgeSet
 
 from .core import CheckResult
-from .statements import (check_c1, check_cot, check_cot_gap, check_l1, check_p1, check_r1, check_t1_measured,
-                         gains_losses, lookup)
+from .statements import (
+    check_c1,
+    check_cot,
+    check_cot_gap,
+    check_l1,
+    check_p1,
+    check_r1,
+    check_t1_measured,
+    gains_losses,
+    lookup,
+)
 
 MODELS = ("ft-known", "ft-unknown")
 BASE_PROMPTS = ("zero-shot", "direct-2hop")
@@ -161,7 +170,7 @@ def _validate_keys(edge_sets: Mapping) -> None:
         if key[0] not in MODELS:
             raise ValueError(f"edge_sets key {key!r}: model {key[0]!r} is not one of {MODELS}")
         if not isinstance(e, EdgeSet):
-            raise ValueError(f"edge_sets[{key!r}] is a {type(e).__name__}, expected kgsim.edges.EdgeSet")
+            raise ValueError(f"edge_sets[{key!r}] is a {type(e).__name__}, expected kgsim.core.edges.EdgeSet")
 
 
 def _same_t(first: EdgeSet, *others: EdgeSet) -> bool:

@@ -1,6 +1,6 @@
 """The testbed's formalisation (science.md §2) as pure checks, one per statement.
 
-Every check takes edge sets (:class:`kgsim.edges.EdgeSet` objects over one test set T, or boolean
+Every check takes edge sets (:class:`kgsim.core.edges.EdgeSet` objects over one test set T, or boolean
 masks over T with a ``weights=`` vector, uniform if None) and returns a
 :class:`~proofs.core.CheckResult`. Notation as in science.md: E_kn, E_unk are the accessible edges
 of FT-Known and FT-Unknown under the plain prompt P₀; E_kn_p, E_unk_p the same under a prompt P;
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kgsim.edges import EdgeSet
+from kgsim.core.edges import EdgeSet
 
 from .core import EXACT_TOL, CheckResult, SetLike, align, hoeffding_radius, mass, result, sq_mass
 
@@ -516,16 +516,6 @@ def check_cot_gap(one_hop_kn, one_hop_unk, hop1_ids, hop2_ids, cot_kn, cot_unk, 
                   tolerance=tol, detail=detail)
 
 
-def __getattr__(name: str):
-    """``check_run``, ``format_table`` and ``TwoHopEvidence`` live in :mod:`proofs.run`; importing
-    them from here works too."""
-    if name in ("check_run", "format_table", "TwoHopEvidence", "MODELS"):
-        from . import run
-        return getattr(run, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["CheckResult", "gains_losses", "check_p1", "check_l1", "check_l1_gains_only", "check_c1",
            "expected_prompt_gap", "simulate_prompt_gap", "check_t1", "recovery_rates", "check_t1_measured",
-           "check_r1", "lookup", "cot_predicted", "check_cot", "check_cot_gap",
-           "check_run", "format_table", "TwoHopEvidence"]
+           "check_r1", "lookup", "cot_predicted", "check_cot", "check_cot_gap"]

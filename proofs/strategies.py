@@ -1,6 +1,6 @@
 """Hypothesis strategies for the statements of :mod:`proofs.statements`.
 
-Small knowledge graphs (:class:`kgsim.graph.KnowledgeGraph`), test sets, weights, accessible edge
+Small knowledge graphs (:class:`kgsim.core.kg.KnowledgeGraph`), test sets, weights, accessible edge
 sets of FT-Known and FT-Unknown (nested or not), and prompt-induced subgraphs: few-shot
 demonstrations (whose relation's test edges a prompt can gain) and CoT paths. Everything is drawn
 from small integers and booleans, so a failing example shrinks to a few facts, uniform weights and
@@ -24,8 +24,8 @@ import numpy as np
 from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
-from kgsim.edges import EdgeSet
-from kgsim.graph import KnowledgeGraph
+from kgsim.core.edges import EdgeSet
+from kgsim.core.kg import KnowledgeGraph
 
 from .run import TwoHopEvidence, fact_ids
 

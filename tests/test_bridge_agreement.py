@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from kgsim.cli import main
-from kgsim.config import ConfigError, load_config
-from kgsim.experiment import pretrain_stage
-from kgsim.probe import accessible_edges
-from kgsim.prompts import cot_first_hop, cot_second_hop, direct_two_hop, k_shot, zero_shot
-from kgsim.rng import stream
-from kgsim.world import build_world, save_world
+from kgsim.core.config import ConfigError, load_config
+from kgsim.core.rng import stream
+from kgsim.nn.probe import accessible_edges
+from kgsim.study.stages import pretrain_stage
+from kgsim.world.build import build_world, save_world
+from kgsim.world.prompts import cot_first_hop, cot_second_hop, direct_two_hop, k_shot, zero_shot
 from llm_bridge.agreement import AgreementError, agreement, format_agreement
 from llm_bridge.config import bridge_config
 from llm_bridge.generation import generate
@@ -112,7 +112,7 @@ def test_agreement_kgsim_vs_bridge_on_the_same_facts(export):
     for k in (1, 2):
         es = accessible_edges(gpt, kg, v, ids, k, demos=world.splits.demos, rng=stream(0, f"agreement/id/{k}"))
         assert table[("id", f"{k}-shot")]["kgsim"] == es.fact()
-    # from the export alone (kgsim.model.from_hf), the simulator gives the same numbers
+    # from the export alone (kgsim.nn.model.from_hf), the simulator gives the same numbers
     alone = agreement(hf, wdir, facts={"id": ids}, k_shots=(2,))
     assert [(r["kgsim"], r["bridge"]) for r in alone["rows"]] == [
         (table[("id", p)]["kgsim"], table[("id", p)]["bridge"]) for p in ("zero-shot", "2-shot")]

@@ -6,11 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from kgsim.config import GraphConfig
-from kgsim.graph import generate
-from kgsim.rng import stream
-from llm_bridge.datasets import (DatasetFileError, QAExample, entityquestions_counts, fact_index, load_entityquestions,
-                                 load_mmlu, load_popqa, synthetic_examples, two_hop_examples)
+from kgsim.core.config import GraphConfig
+from kgsim.core.rng import stream
+from kgsim.world.graph import generate
+from llm_bridge.datasets import (
+    DatasetFileError,
+    QAExample,
+    entityquestions_counts,
+    fact_index,
+    load_entityquestions,
+    load_mmlu,
+    load_popqa,
+    synthetic_examples,
+    two_hop_examples,
+)
 from llm_bridge.verbalize import Verbalizer, name_graph
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from kgsim.config import GraphConfig
-from kgsim.edges import EdgeSet
-from kgsim.graph import generate
-from kgsim.rng import stream
+from kgsim.core.config import GraphConfig
+from kgsim.core.edges import EdgeSet
+from kgsim.core.rng import stream
+from kgsim.world.graph import generate
 from llm_bridge.datasets import two_hop_examples
 from llm_bridge.evaluate import MODELS, STAGES, load_edgesets
 from llm_bridge.finetune import load_checkpoint

@@ -7,15 +7,25 @@ import numpy as np
 import pytest
 import torch
 
-from kgsim.config import ConfigError, GraphConfig
-from kgsim.edges import EdgeSet
-from kgsim.graph import generate
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError, GraphConfig
+from kgsim.core.edges import EdgeSet
+from kgsim.core.rng import stream
+from kgsim.world.graph import generate
 from llm_bridge import prompts
 from llm_bridge.datasets import by_relation, synthetic_examples, two_hop_examples
-from llm_bridge.evaluate import (EvalConfig, build_prompts, draw_demos, edge_key, evaluate_model, load_edgesets,
-                                 max_similarity, save_edgesets, similarity_buckets, split_by_similarity)
-from llm_bridge.finetune import PadCollator, encode_example, FinetuneConfig, load_checkpoint
+from llm_bridge.evaluate import (
+    EvalConfig,
+    build_prompts,
+    draw_demos,
+    edge_key,
+    evaluate_model,
+    load_edgesets,
+    max_similarity,
+    save_edgesets,
+    similarity_buckets,
+    split_by_similarity,
+)
+from llm_bridge.finetune import FinetuneConfig, PadCollator, encode_example, load_checkpoint
 from llm_bridge.models import build_tokenizer, tiny_llama
 from llm_bridge.verbalize import Verbalizer, name_graph
 

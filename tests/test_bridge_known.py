@@ -6,12 +6,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 import torch
 
-import llm_bridge.generation as generation
+import llm_bridge.prompts as bridge_prompts
 import llm_bridge.known as known
-from kgsim.config import ConfigError
+from kgsim.core.config import ConfigError
 from llm_bridge.datasets import QAExample
-from llm_bridge.known import (SliCKConfig, cached_categories, categorise, category, category_counts,
-                              exemplar_sets)
+from llm_bridge.known import SliCKConfig, cached_categories, categorise, category, category_counts, exemplar_sets
 from llm_bridge.models import build_tokenizer, tiny_llama
 
 torch.set_num_threads(1)
@@ -51,9 +50,10 @@ def test_config_validation_names_key_and_value():
 
 def _patch(monkeypatch, oracle) -> None:
     """The text format generates through generation.generate (greedy) and generation.sample
-    (each prompt's samples): route both to `oracle`, samples as the prompt repeated."""
-    monkeypatch.setattr(generation, "generate", oracle)
-    monkeypatch.setattr(generation, "sample", lambda model, tok, texts, *, n_samples, **kw: oracle(
+    (each prompt's samples), as llm_bridge.prompts imports them: route both to `oracle`, samples
+    as the prompt repeated."""
+    monkeypatch.setattr(bridge_prompts, "generate", oracle)
+    monkeypatch.setattr(bridge_prompts, "sample", lambda model, tok, texts, *, n_samples, **kw: oracle(
         model, tok, [t for t in texts for _ in range(n_samples)], **kw))
 
 

@@ -1,8 +1,7 @@
 """Answer matching: normalised exact match and containment on the cases that trip evaluations."""
 import pytest
 
-from llm_bridge.matching import (choice_letter, contains_answer, exact_match, first_line, is_correct,
-                                 normalize_answer)
+from llm_bridge.matching import choice_letter, contains_answer, exact_match, first_line, is_correct, normalize_answer
 
 
 @pytest.mark.parametrize("raw, norm", [

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from llm_bridge.generation import decode_each, embed, generate, next_tokens, sample
-from llm_bridge.models import (ModelDirError, build_tokenizer, load_model, model_fingerprint, pretrain,
-                               resolve_device, save_model, tiny_llama)
+from llm_bridge.models import (
+    ModelDirError,
+    build_tokenizer,
+    load_model,
+    model_fingerprint,
+    pretrain,
+    resolve_device,
+    save_model,
+    tiny_llama,
+)
 
 torch.set_num_threads(1)
 

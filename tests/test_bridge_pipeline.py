@@ -4,12 +4,20 @@ from pathlib import Path
 
 import pytest
 
-from kgsim.config import ConfigError, GraphConfig
-from kgsim.graph import generate
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError, GraphConfig
+from kgsim.core.rng import stream
+from kgsim.world.graph import generate
 from llm_bridge.known import SliCKResult
-from llm_bridge.pipeline import (BridgeConfig, BridgeError, balanced_sets, bridge_config, load_data, load_graph,
-                                 run_bridge, select)
+from llm_bridge.pipeline import (
+    BridgeConfig,
+    BridgeError,
+    balanced_sets,
+    bridge_config,
+    load_data,
+    load_graph,
+    run_bridge,
+    select,
+)
 from llm_bridge.verbalize import name_graph
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from kgsim.cli import main
-from kgsim.config import load_config
-from kgsim.graph import KnowledgeGraph
-from kgsim.model import load_model as load_kgsim
-from kgsim.rng import stream
+from kgsim.core.config import load_config
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.rng import stream
+from kgsim.nn.model import load_model as load_kgsim
 from llm_bridge.config import bridge_config
 from llm_bridge.evaluate import MODELS
 from llm_bridge.generation import ContextLengthError, generate, next_tokens, sample
 from llm_bridge.models import build_tokenizer, load_model, load_tokenizer
 from llm_bridge.pipeline import run_bridge
 from llm_bridge.verbalised import VerbalisedError, document_rows, pretrain_verbalised, verbalised_graph
-from llm_bridge.verbalize import Verbalizer, VerbalizeError, pretraining_documents
+from llm_bridge.verbalize import VerbalizeError, Verbalizer, pretraining_documents
 
 torch.set_num_threads(1)
 

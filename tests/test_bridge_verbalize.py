@@ -2,11 +2,20 @@
 import numpy as np
 import pytest
 
-from kgsim.config import GraphConfig
-from kgsim.graph import generate
-from kgsim.rng import stream
-from llm_bridge.verbalize import (THEMES, RelationTemplate, Verbalizer, VerbalizeError, cot_final_answer,
-                                  entity_names, name_graph, pretraining_documents, relation_templates)
+from kgsim.core.config import GraphConfig
+from kgsim.core.rng import stream
+from kgsim.world.graph import generate
+from llm_bridge.verbalize import (
+    THEMES,
+    RelationTemplate,
+    VerbalizeError,
+    Verbalizer,
+    cot_final_answer,
+    entity_names,
+    name_graph,
+    pretraining_documents,
+    relation_templates,
+)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from kgsim.cli import main
-from kgsim.config import ConfigError, load_config, to_toml
-from kgsim.graph import GraphFileError, load_tsv
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError, load_config, to_toml
+from kgsim.core.rng import stream
+from kgsim.world.graph import GraphFileError, load_tsv
 
 FIXTURE = "tests/fixtures/multi_answer_kg.tsv"
 
@@ -77,8 +77,8 @@ def test_multi_answer_tsv_loads_and_any_answer_counts():
 
 def test_real_kg_runs_through_kgsim_graph(capsys, tmp_path):
     """A TSV graph with multi-answer queries (names with spaces) goes through `kgsim graph`."""
-    from kgsim.config import GraphConfig
-    from kgsim.graph import generate
+    from kgsim.core.config import GraphConfig
+    from kgsim.world.graph import generate
 
     kg = generate(GraphConfig(n_entities=400, n_types=1, n_relations=6, n_composed=0), stream(1, "graph"))
     tsv = tmp_path / "real.tsv"
@@ -126,7 +126,7 @@ def test_pretrain_command_writes_checkpoint_export_plot_and_probe(capsys, tmp_pa
     import torch
     from transformers import AutoModelForCausalLM
 
-    from kgsim.model import load_model
+    from kgsim.nn.model import load_model
 
     out = tmp_path / "pre"
     code, stdout, err = run(capsys, "pretrain", "--preset", "smoke", "--out", str(out))

@@ -1,12 +1,13 @@
 """Knowledge-graph generators: properties that must hold for every registered generator."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, assume
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from kgsim.config import ConfigError, GraphConfig
-from kgsim.graph import GENERATORS, KnowledgeGraph, fitted_popularity_exponent, generate
-from kgsim.rng import stream
+from kgsim.core.config import ConfigError, GraphConfig
+from kgsim.core.kg import KnowledgeGraph, fitted_popularity_exponent
+from kgsim.core.rng import stream
+from kgsim.world.graph import GENERATORS, generate
 
 SYNTHETIC = sorted(g for g in GENERATORS if g != "tsv")
 

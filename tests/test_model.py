@@ -1,4 +1,4 @@
-"""Contract tests of kgsim.model: exact Hugging Face GPT-2 mapping, export, loss, causality, seeds.
+"""Contract tests of kgsim.nn.model: exact Hugging Face GPT-2 mapping, export, loss, causality, seeds.
 
 CPU, offline, one thread, tiny models (milliseconds each; the export round trip about a second).
 """
@@ -15,9 +15,19 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from kgsim.config import ConfigError, ModelConfig  # noqa: E402
-from kgsim.model import (GPT, IGNORE_INDEX, LinearCrossEntropy, build_model, export_hf, from_hf,  # noqa: E402
-                         load_model, load_weights, save_weights, to_hf)
+from kgsim.core.config import ConfigError, ModelConfig  # noqa: E402
+from kgsim.nn.model import (  # noqa: E402
+    GPT,
+    IGNORE_INDEX,
+    LinearCrossEntropy,
+    build_model,
+    export_hf,
+    from_hf,
+    load_model,
+    load_weights,
+    save_weights,
+    to_hf,
+)
 
 torch.set_num_threads(1)
 

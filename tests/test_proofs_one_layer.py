@@ -8,8 +8,17 @@ edge change is not asserted: it was positive for seeds 0-3 and negative (71 -> 6
 import numpy as np
 import pytest
 
-from proofs.one_layer import (AttentionShift, OneLayerConfig, attention_mass, attention_shift, build_world,
-                              check_attention_shift, salience, simulate, write_figure)
+from proofs.one_layer import (
+    AttentionShift,
+    OneLayerConfig,
+    attention_mass,
+    attention_shift,
+    build_world,
+    check_attention_shift,
+    salience,
+    simulate,
+    write_figure,
+)
 
 
 @pytest.fixture(scope="module")

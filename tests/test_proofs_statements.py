@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kgsim.edges import EdgeSet
-from kgsim.rng import stream
+from kgsim.core.edges import EdgeSet
+from kgsim.core.rng import stream
 from proofs import statements as S
 from proofs.core import CheckResult, align, hoeffding_radius
 from proofs.run import TwoHopEvidence, check_run, format_table
@@ -322,7 +322,3 @@ def test_two_hop_evidence_from_run_reads_cot_edge_sets():
     with pytest.raises(ValueError, match="lacks 1"):
         TwoHopEvidence.from_run(es, np.array([0, 1, 2]), np.array([2, 3, 4]), np.array([100, 101, 102]))
 
-
-def test_run_api_is_importable_from_statements():
-    from proofs.statements import TwoHopEvidence as T2, check_run as cr, format_table as ft
-    assert (cr, ft, T2) == (check_run, format_table, TwoHopEvidence)

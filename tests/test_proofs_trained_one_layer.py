@@ -19,8 +19,16 @@ import math
 import numpy as np
 import pytest
 
-from proofs.trained_one_layer import (DEFAULT_OVERRIDES, RUNS, TrainedOneLayerConfig, compare, format_summary,
-                                      main, measure, write_comparison_figure)
+from kgsim.study.one_layer import (
+    DEFAULT_OVERRIDES,
+    RUNS,
+    TrainedOneLayerConfig,
+    compare,
+    format_summary,
+    main,
+    measure,
+    write_comparison_figure,
+)
 
 SMALL = ("pretrain.steps=500", "pretrain.eval_every=500", "pretrain.ckpt_every=500",
          "finetune.steps=40", "finetune.ckpt_every=40")
@@ -95,11 +103,11 @@ def test_ft_unknown_loses_test_edges(run):
 
 
 def test_measure_matches_kgsim_probe(run):
-    from kgsim.model import build_model
-    from kgsim.probe import answers
-    from kgsim.prompts import zero_shot
-    from kgsim.corpus import Vocabulary
-    from kgsim.config import ModelConfig
+    from kgsim.core.config import ModelConfig
+    from kgsim.nn.model import build_model
+    from kgsim.nn.probe import answers
+    from kgsim.world.corpus import Vocabulary
+    from kgsim.world.prompts import zero_shot
 
     v = Vocabulary(n_entities=20, n_relations=3)
     model = build_model(ModelConfig(d_model=32, n_layers=1, n_heads=2, n_ctx=8, attention_only=True), v.size, seed=1)
@@ -115,7 +123,7 @@ def test_figure_from_result(run, tmp_path):
 
 
 def test_config_must_be_one_layer_attention_only():
-    from kgsim.config import ConfigError
+    from kgsim.core.config import ConfigError
 
     with pytest.raises(ConfigError, match="attention_only"):
         TrainedOneLayerConfig(overrides=(*DEFAULT_OVERRIDES, "model.n_layers=2")).experiment_config()

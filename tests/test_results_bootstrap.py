@@ -1,10 +1,10 @@
-"""One-seed verdicts on a bootstrap over test facts (kgsim.results.bootstrap_gaps): pairing,
+"""One-seed verdicts on a bootstrap over test facts (kgsim.study.results.bootstrap_gaps): pairing,
 determinism, the verdicts at the extremes, and the interval's coverage on simulated runs."""
 import numpy as np
 import pytest
 
-from kgsim.edges import EdgeSet
-from kgsim.results import bootstrap_gap_intervals, bootstrap_gaps, observations, seed_figures
+from kgsim.core.edges import EdgeSet
+from kgsim.study.results import bootstrap_gap_intervals, bootstrap_gaps, observations, seed_figures
 
 
 def _sets(correct: dict, n: int | None = None) -> list[EdgeSet]:

@@ -1,4 +1,4 @@
-"""Contract tests of kgsim.train: tiny GPTs, tens of steps, one thread.
+"""Contract tests of kgsim.nn.train: tiny GPTs, tens of steps, one thread.
 
 The kill-and-resume test runs this file as a script (see the bottom): a worker process that trains
 the same run as the tests and SIGKILLs itself at a chosen point, so a real kill is exercised.
@@ -20,11 +20,19 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from kgsim.config import ModelConfig, TrainConfig
-from kgsim.model import build_model, load_model
-from kgsim.rng import stream
-from kgsim.train import (BatchSchedule, CheckpointMismatchError, DataError, NonFiniteLossError, TokenRows,
-                         lr_at, param_groups, train)
+from kgsim.core.config import ModelConfig, TrainConfig
+from kgsim.core.rng import stream
+from kgsim.nn.model import build_model, load_model
+from kgsim.nn.train import (
+    BatchSchedule,
+    CheckpointMismatchError,
+    DataError,
+    NonFiniteLossError,
+    TokenRows,
+    lr_at,
+    param_groups,
+    train,
+)
 
 MODEL = ModelConfig(d_model=16, n_layers=1, n_heads=2, n_ctx=11)
 VOCAB = 24
@@ -188,7 +196,7 @@ def test_early_stop_keeps_the_best_metric_checkpoint_ties_earliest(tmp_path):
     assert_same_weights(weights(res.es_path), snapshots[15])
     assert_same_weights(weights(res.con_path), snapshots[40])
     assert not torch.equal(weights(res.es_path)["wte.weight"], snapshots[40]["wte.weight"])
-    assert load_model(res.es_path).cfg == MODEL                  # kgsim.model can rebuild the ES model
+    assert load_model(res.es_path).cfg == MODEL                  # kgsim.nn.model can rebuild the ES model
     log = lines(res.metrics_path)
     assert [r["dev_acc"] for r in log] == [script[s] for s in sorted(script)]
     assert "loss" not in log[0] and log[0]["step"] == 0

@@ -4,12 +4,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kgsim.config import ConfigError, CorpusConfig, GraphConfig, SplitConfig, load_config
-from kgsim.corpus import PAD, Corpus, Vocabulary, build_corpus, parse_facts
-from kgsim.graph import GENERATORS, generate
-from kgsim.rng import stream
-from kgsim.splits import Splits, assign_qa_subjects, make_splits
-from kgsim.world import build_world
+from kgsim.core.config import ConfigError, CorpusConfig, GraphConfig, SplitConfig, load_config
+from kgsim.core.rng import stream
+from kgsim.world.build import build_world
+from kgsim.world.corpus import PAD, Corpus, Vocabulary, build_corpus, parse_facts
+from kgsim.world.graph import GENERATORS, generate
+from kgsim.world.splits import Splits, assign_qa_subjects, make_splits
 
 SYNTHETIC = sorted(g for g in GENERATORS if g != "tsv")
 

@@ -23,7 +23,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kgsim.cli import UserError, command
+from kgsim.cli.base import UserError, command, resolve_config
+from kgsim.core.io import write_json, write_text
+from kgsim.nn.model import load_model as load_kgsim
+from kgsim.nn.train import DataError
+from kgsim.study.report import _checks_section, _gap_tables, checks_table
+from kgsim.study.results import (
+    aggregate,
+    bootstrap_gap_intervals,
+    bootstrap_gaps,
+    observations,
+    seed_figures,
+    summarise_observation,
+)
+from kgsim.study.runner import _checks
+from llm_bridge.agreement import AgreementError, agreement, format_agreement
+from llm_bridge.config import bridge_config
+from llm_bridge.datasets import DatasetFileError
+from llm_bridge.evaluate import load_edgesets
+from llm_bridge.generation import ContextLengthError
+from llm_bridge.models import ModelDirError
+from llm_bridge.pipeline import BridgeError, run_bridge
+from llm_bridge.verbalised import VerbalisedError, pretrain_verbalised
 
 
 def _bridge_args(p: argparse.ArgumentParser) -> None:
@@ -51,11 +72,6 @@ def _bridge_args(p: argparse.ArgumentParser) -> None:
 
 @command("bridge", "run the factuality-gap study on a local Hugging Face model", _bridge_args)
 def _bridge(args) -> int:
-    from .config import bridge_config
-    from .datasets import DatasetFileError
-    from .generation import ContextLengthError
-    from .models import ModelDirError
-    from .pipeline import BridgeError, run_bridge
 
     if args.action == "pretrain":
         return _pretrain(args)
@@ -80,10 +96,7 @@ def _bridge(args) -> int:
 
 def _pretrain(args) -> int:
     """`kgsim bridge pretrain`: :func:`llm_bridge.verbalised.pretrain_verbalised`, with a summary."""
-    from kgsim.cli import resolve_config
-    from kgsim.train import DataError
 
-    from .verbalised import VerbalisedError, pretrain_verbalised
 
     if args.out is None:
         raise UserError("bridge pretrain: --out is required")
@@ -115,14 +128,10 @@ def _pretrain(args) -> int:
 
 def _agree(args) -> int:
     """`kgsim bridge agree`: print (and write) :func:`llm_bridge.agreement.agreement`."""
-    from kgsim.io import write_json
 
-    from .agreement import AgreementError, agreement, format_agreement
-    from .models import ModelDirError
 
     gpt = None
     if args.kgsim_model is not None:
-        from kgsim.model import load_model as load_kgsim
 
         try:
             gpt = load_kgsim(args.kgsim_model)
@@ -141,13 +150,7 @@ def _agree(args) -> int:
 
 def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
     """seed-<seed>/edges.json in kgsim's layout, results_kgsim.json and report.md."""
-    from kgsim.io import write_json, write_text
-    from kgsim.report import _checks_section, _gap_tables, checks_table
-    from kgsim.results import (aggregate, bootstrap_gap_intervals, bootstrap_gaps, observations, seed_figures,
-                               summarise_observation)
-    from kgsim.runner import _checks
 
-    from .evaluate import load_edgesets
 
     edges = load_edgesets(out / "edges")
     edge_sets = []

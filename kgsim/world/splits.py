@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, SplitConfig
-from .graph import KnowledgeGraph
+from kgsim.core.config import ConfigError, SplitConfig
+from kgsim.core.kg import KnowledgeGraph
 
 TEST_SPLITS = ("id", "near-id", "open-world")
 

@@ -20,7 +20,8 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
-from .edges import EdgeSet
+from kgsim.core.edges import EdgeSet
+from kgsim.core.rng import stream
 
 MODELS = ("ft-known", "ft-unknown")
 STAGES = ("es", "con")
@@ -121,7 +122,6 @@ def bootstrap_gaps(edge_sets: list[EdgeSet], n_boot: int = 2000, seed: int = 0) 
     by every model, stage and prompt on that split (FT-Known and FT-Unknown answer the same test set
     T), so a gap, a change of gap across prompts and a change across stages are all paired;
     different splits are independent draws. Weighted edge sets resample their weights with the facts."""
-    from .rng import stream
 
     by_key = {(e.model, e.test_set, e.prompt): e for e in edge_sets}
     pairs = {(stage, split, prompt): (kn, by_key[(f"ft-unknown/{stage}", split, prompt)])

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rng as rngs
-from .config import ExperimentConfig, to_toml
-from .corpus import Corpus, build_corpus
-from .graph import KnowledgeGraph, generate
-from .io import atomic_dir, write_json
-from .splits import Splits, assign_qa_subjects, make_splits
+from kgsim.core import rng as rngs
+from kgsim.core.config import ExperimentConfig, to_toml
+from kgsim.core.io import atomic_dir, write_json
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.world.corpus import Corpus, build_corpus
+from kgsim.world.graph import generate
+from kgsim.world.plots import plot_graph_summary
+from kgsim.world.splits import Splits, assign_qa_subjects, make_splits
 
 WORLD_SECTIONS = ("graph", "corpus", "splits")
 
@@ -66,7 +68,6 @@ def save_world(world: World, cfg: ExperimentConfig, out: Path, with_exports: boo
         if with_exports:
             step("exports")
             world.kg.to_tsv(tmp / "facts.tsv")
-            from .plots import plot_graph_summary
             plot_graph_summary(world.kg, tmp / "summary.png")
 
 

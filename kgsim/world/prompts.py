@@ -15,7 +15,7 @@ Formats (``s``: subject token, ``Q``: relation in question form, ``R``: in state
 - ``cot`` (2-hop): ``<bos> (<q> s' Q1 <a> m' <sep> <q> m' Q2 <a> a' <sep>)*k <q> s Q1 <a>`` -> m̂, then
   the model's own bridge is spelled out: ``... m̂ <sep> <q> m̂ Q2 <a>`` -> â (see :func:`cot_second_hop`).
 
->>> from kgsim.corpus import Vocabulary
+>>> from kgsim.world.corpus import Vocabulary
 >>> v = Vocabulary(n_entities=10, n_relations=2)
 >>> p = zero_shot(v, np.array([3]), np.array([1]))
 >>> v.decode(p.tokens[0])
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .corpus import A, BOS, Q, SEP, Vocabulary
+from kgsim.world.corpus import BOS, SEP, A, Q, Vocabulary
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Per seed: world (graph, splits, corpus) -> base model (pretraining) -> probe (memorisation curve,
 extraction, SliCK) -> Known/Unknown fine-tuning sets -> FT-Known and FT-Unknown fine-tuning
-(Early Stop and Convergence checkpoints) -> measurement of every edge set (:mod:`kgsim.measure`).
+(Early Stop and Convergence checkpoints) -> measurement of every edge set (:mod:`kgsim.study.measure`).
 
 Artefacts that do not depend on the fine-tuning protocol (worlds, base models) live in a cache
 directory keyed by the hash of the config sections that made them, so `kgsim pretrain` and any
@@ -19,16 +19,16 @@ from typing import Callable
 
 import numpy as np
 
-from . import rng as rngs
-from .config import ConfigError, ExperimentConfig
-from .corpus import PAD
-from .io import write_json, write_npz
-from .model import GPT, build_model, export_hf, load_model
-from .probe import answers, slick
-from .prompts import statement, zero_shot
-from .splits import Splits, make_splits
-from .train import TokenRows, TrainResult, train
-from .world import World, build_world, save_world, world_hash, world_is_current, load_world
+from kgsim.core import rng as rngs
+from kgsim.core.config import ConfigError, ExperimentConfig
+from kgsim.core.io import write_json, write_npz
+from kgsim.nn.model import GPT, build_model, export_hf, load_model
+from kgsim.nn.probe import answers, slick
+from kgsim.nn.train import TokenRows, TrainResult, train
+from kgsim.world.build import World, build_world, load_world, save_world, world_hash, world_is_current
+from kgsim.world.corpus import PAD
+from kgsim.world.prompts import statement, zero_shot
+from kgsim.world.splits import Splits, make_splits
 
 Progress = Callable[[str, int, int], None]          # (stage, done, total)
 EXPOSURE_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, 20), (21, 10**9))

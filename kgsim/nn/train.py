@@ -28,8 +28,8 @@ this step; ``tokens_per_s``, input positions per second since the previous line;
 ``evaluate`` returned at this step, if it ran.
 
 >>> import tempfile
->>> from kgsim.config import ModelConfig
->>> from kgsim.model import build_model
+>>> from kgsim.core.config import ModelConfig
+>>> from kgsim.nn.model import build_model
 >>> tokens = np.tile(np.arange(1, 9), (16, 1))               # 16 rows of 8 tokens: 1 2 ... 8
 >>> mask = np.ones_like(tokens, dtype=bool); mask[:, 0] = False
 >>> model = build_model(ModelConfig(d_model=16, n_layers=1, n_heads=2, n_ctx=8), vocab_size=10, seed=0)
@@ -59,8 +59,10 @@ import torch.nn as nn
 from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
-from kgsim.config import TrainConfig, to_dict
-from kgsim.rng import torch_seed
+from kgsim.core.config import TrainConfig, to_dict
+from kgsim.core.rng import torch_seed
+from kgsim.core.rows import DataError, TokenRows
+from kgsim.nn.model import GPT, save_weights
 
 __all__ = ["TokenRows", "TrainResult", "train", "lr_at", "param_groups",
            "DataError", "NonFiniteLossError", "CheckpointMismatchError"]
@@ -71,61 +73,6 @@ TRAIN_KEYS = ("step", "loss", "lr", "grad_norm", "tokens_per_s")  # reserved key
 # --------------------------------------------------------------------------------------------
 # Data contract, results, errors
 # --------------------------------------------------------------------------------------------
-
-class DataError(ValueError):
-    """TokenRows that break the data contract; the message names the field and the values."""
-
-
-@dataclass(frozen=True, eq=False)
-class TokenRows:
-    """Training rows: ``tokens`` int [n_rows, n_ctx] (padding id 0) and ``loss_mask`` bool
-    [n_rows, n_ctx], True where token j (j >= 1) is a prediction target. Row r trains the model to
-    predict ``tokens[r, j]`` from ``tokens[r, :j]`` wherever ``loss_mask[r, j]``.
-
-    Raises DataError on a wrong shape or dtype, a target at position 0, or no target at all.
-    """
-
-    tokens: np.ndarray
-    loss_mask: np.ndarray
-
-    def __post_init__(self):
-        t, m = self.tokens, self.loss_mask
-        if not isinstance(t, np.ndarray) or t.ndim != 2 or not np.issubdtype(t.dtype, np.integer):
-            raise DataError(f"tokens: expected an integer array [n_rows, n_ctx], got "
-                            f"{getattr(t, 'dtype', type(t).__name__)} {getattr(t, 'shape', '')}")
-        if not isinstance(m, np.ndarray) or m.dtype != np.bool_ or m.shape != t.shape:
-            raise DataError(f"loss_mask: expected a bool array of shape {t.shape}, got "
-                            f"{getattr(m, 'dtype', type(m).__name__)} {getattr(m, 'shape', '')}")
-        if t.shape[0] < 1 or t.shape[1] < 2:
-            raise DataError(f"tokens: shape {t.shape}: need at least 1 row of at least 2 tokens")
-        if t.min() < 0:
-            raise DataError(f"tokens: negative token id {int(t.min())}")
-        if m[:, 0].any():
-            raise DataError(f"loss_mask[:, 0] is True in rows {np.flatnonzero(m[:, 0])[:5].tolist()}: "
-                            "position 0 has no prefix to predict it from")
-        if not m.any():
-            raise DataError("loss_mask selects no position at all")
-
-    @property
-    def n_rows(self) -> int:
-        return self.tokens.shape[0]
-
-    @property
-    def n_ctx(self) -> int:
-        return self.tokens.shape[1]
-
-    @classmethod
-    def from_stream(cls, stream: np.ndarray, n_ctx: int) -> "TokenRows":
-        """A token stream (documents already joined, no id 0 inside) cut into rows of `n_ctx`
-        tokens, the tail padded with id 0; every non-pad position after the first is a target."""
-        n_rows = -(-len(stream) // n_ctx)
-        tokens = np.zeros(n_rows * n_ctx, np.int64)
-        tokens[: len(stream)] = stream
-        tokens = tokens.reshape(n_rows, n_ctx)                      # [n_rows, n_ctx]
-        mask = tokens != 0
-        mask[:, 0] = False                                          # the first token has no prefix
-        return cls(tokens, mask)
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -269,11 +216,9 @@ def _write_json(path: Path, obj: object) -> None:
 
 
 def _write_weights(model: nn.Module, path: Path) -> None:
-    """Public weights (es, con): kgsim.model's format for a GPT (kgsim.model.load_model reads it)."""
-    from kgsim import model as kgsim_model
-
-    if isinstance(getattr(model, "_orig_mod", model), kgsim_model.GPT):
-        _atomic(path, lambda p: kgsim_model.save_weights(model, p))
+    """Public weights (es, con): kgsim.nn.model's format for a GPT (kgsim.nn.model.load_model reads it)."""
+    if isinstance(getattr(model, "_orig_mod", model), GPT):
+        _atomic(path, lambda p: save_weights(model, p))
     else:
         _atomic(path, lambda p: save_model(model, str(p)))
 

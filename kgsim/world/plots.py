@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .graph import KnowledgeGraph, subject_mentions  # noqa: E402
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.kg import subject_mentions  # noqa: E402
 
 
 def _save(fig, path: str | Path) -> Path:

@@ -11,7 +11,7 @@ validated the same way: an unknown key, a value of the wrong type or an impossib
 >>> load_config("smoke", overrides=["graph.n_entitis=3"])
 Traceback (most recent call last):
 ...
-kgsim.config.ConfigError: unknown key 'graph.n_entitis' (value 3)
+kgsim.core.config.ConfigError: unknown key 'graph.n_entitis' (value 3)
 """
 from __future__ import annotations
 

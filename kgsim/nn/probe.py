@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .config import ProbeConfig
-from .corpus import Vocabulary
-from .edges import EdgeSet
-from .graph import KnowledgeGraph
-from .prompts import PromptBatch, draw_demonstrations, k_shot, zero_shot
+from kgsim.core.config import ProbeConfig
+from kgsim.core.edges import EdgeSet
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.rng import stream, torch_generator
+from kgsim.world.corpus import Vocabulary
+from kgsim.world.prompts import PromptBatch, draw_demonstrations, k_shot, zero_shot
 
 CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
@@ -130,7 +131,6 @@ def slick(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, demos
           cfg: ProbeConfig, seed: int, **kw) -> SliCK:
     """SliCK categories of `facts` under the model (see the module docstring). Demonstrations and
     samples come from the ``probe`` streams of `seed`."""
-    from .rng import stream, torch_generator
 
     facts = np.asarray(facts, np.int64)
     s, r = kg.s[facts], kg.r[facts]

@@ -23,7 +23,7 @@ and never materialises float32 logits; on CPU under bf16 autocast, attention is 
 explicitly (SDPA's CPU flash kernel is 3-5x slower there for kgsim's short rows); elsewhere it is
 ``F.scaled_dot_product_attention(is_causal=True)``.
 
->>> from kgsim.config import ModelConfig
+>>> from kgsim.core.config import ModelConfig
 >>> cfg = ModelConfig(d_model=32, n_layers=1, n_heads=2, n_ctx=8)
 >>> model = build_model(cfg, vocab_size=50, seed=0)
 >>> row = torch.tensor([[5, 6, 7, 8, 9]])
@@ -44,8 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kgsim.config import ModelConfig, to_dict
-from kgsim.rng import torch_generator
+from kgsim.core.config import ModelConfig, to_dict
+from kgsim.core.rng import torch_generator
 
 __all__ = [
     "GPT", "build_model", "save_weights", "load_weights", "load_model",
@@ -321,7 +321,7 @@ class GPT(nn.Module):
 def build_model(cfg: ModelConfig, vocab_size: int, seed: int) -> GPT:
     """A GPT initialised from the ``model-init`` stream of `seed` (same seed, same weights).
 
-    Raises kgsim.config.ConfigError on an invalid ``cfg`` and ValueError on ``vocab_size < 1``.
+    Raises kgsim.core.config.ConfigError on an invalid ``cfg`` and ValueError on ``vocab_size < 1``.
     """
     return GPT(cfg, vocab_size, generator=torch_generator(seed, "model-init"))
 

@@ -10,9 +10,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io import write_text  # noqa: E402
-from .plots import _save  # noqa: E402
-from .results import summarise_observation  # noqa: E402
+from kgsim.core.io import write_text  # noqa: E402
+from kgsim.study.results import (
+    interval,
+    summarise_observation,  # noqa: E402
+)
+from kgsim.world.plots import _save  # noqa: E402
 
 STAGE_NAMES = {"es": "Early Stop", "con": "Convergence"}
 
@@ -205,7 +208,6 @@ def _base_section(res, agg) -> list[str]:
 
 
 def _interval_of(values):
-    from .results import interval
     return interval([float(v) for v in values])
 
 

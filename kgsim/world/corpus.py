@@ -7,7 +7,7 @@ per relation in question form (``Q3``), plus specials. Formats:
 - a document: ``<bos> fact <sep> fact <sep> ... fact <eos>``, holding ``facts_per_doc`` facts
   either of one subject or of one relation (``relation_doc_share`` of each fact's repetitions go
   to relation-grouped documents, so in-context patterns across subjects exist to learn);
-- **mixed pretraining**: documents about QA subjects (see :func:`kgsim.splits.assign_qa_subjects`)
+- **mixed pretraining**: documents about QA subjects (see :func:`kgsim.world.splits.assign_qa_subjects`)
   are written in question-answer form with probability 1/2, all others only as statements.
 
 Each fact appears exactly ``exposure`` times in the corpus (never-exposed facts never);
@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CorpusConfig
-from .graph import KnowledgeGraph
+from kgsim.core.config import CorpusConfig
+from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.rows import TokenRows
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<sep>", "<q>", "<a>")
 PAD, BOS, EOS, SEP, Q, A = range(len(SPECIALS))
@@ -91,7 +92,6 @@ class Corpus:
 
     def rows(self, n_ctx: int):
         """The stream cut into rows of `n_ctx` tokens (the tail padded) with its loss mask."""
-        from .train import TokenRows
 
         assert PAD == 0                                             # TokenRows pads with id 0
         return TokenRows.from_stream(self.stream, n_ctx)

@@ -14,15 +14,23 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import rng as rngs
-from .config import ExperimentConfig
-from .edges import EdgeSet
-from .model import GPT, load_model
-from .probe import answers, edges_from_batch
-from .prompts import (cot_first_hop, cot_second_hop, direct_two_hop, draw_demonstrations, k_shot,
-                      two_hop_demos, zero_shot)
-from .splits import Splits
-from .world import World
+from kgsim.core import rng as rngs
+from kgsim.core.config import ExperimentConfig
+from kgsim.core.edges import EdgeSet
+from kgsim.nn.model import GPT, load_model
+from kgsim.nn.probe import answers, edges_from_batch
+from kgsim.world.build import World
+from kgsim.world.prompts import (
+    cot_first_hop,
+    cot_second_hop,
+    direct_two_hop,
+    draw_demonstrations,
+    k_shot,
+    two_hop_demos,
+    zero_shot,
+)
+from kgsim.world.splits import Splits
+
 
 @torch.no_grad()
 def query_repr(model: GPT, world: World, facts: np.ndarray) -> torch.Tensor:

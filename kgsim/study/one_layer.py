@@ -1,7 +1,7 @@
 """The one-layer simulation held against kgsim's trained one-layer attention-only model, on the same facts.
 
 Trained side. A small kgsim world (preset ``smoke`` by default, see :data:`DEFAULT_OVERRIDES`) and
-kgsim's GPT with ``attention_only = true, n_layers = 1`` are pretrained with :func:`kgsim.train.train`
+kgsim's GPT with ``attention_only = true, n_layers = 1`` are pretrained with :func:`kgsim.nn.train.train`
 on the world's corpus; two copies are then fine-tuned with it on QA rows ``<bos> <q> s Q <a> a`` of
 the world's FT-Known and FT-Unknown facts (Known / Unknown by exposure, the ground truth; no SliCK).
 On the held-out known ID test facts' zero-shot prompts ``<bos> <q> s Q <a>`` the answer is predicted
@@ -44,7 +44,7 @@ fitted, so that at Convergence the sign of the subject shift varied; in one seed
 heads did not move at all and the edges were lost all the same. FT-Known raised the subject mass in
 every seed. The simulation predicts a much larger, monotone shift.
 
-Run ``python -m proofs.trained_one_layer --out DIR`` (writes ``trained_one_layer.json``,
+Run ``python -m kgsim.study.one_layer --out DIR`` (writes ``trained_one_layer.json``,
 ``trained_one_layer.png``, and the simulations' own figures ``one_layer_sim.png`` and
 ``one_layer_sim_synthetic.png``), or call :func:`compare`.
 """
@@ -59,9 +59,26 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import CheckResult
-from .one_layer import (AttentionShift, OneLayerConfig, OneLayerResult, attention_shift, check_attention_shift,
-                        simulate, simulate_on, world_from_facts, write_figure)
+from kgsim.core.config import ConfigError, load_config
+from kgsim.core.rng import stream
+from kgsim.nn.model import build_model, load_model
+from kgsim.nn.probe import answers, correct_of
+from kgsim.nn.train import train
+from kgsim.study.stages import qa_rows
+from kgsim.world.build import build_world
+from kgsim.world.prompts import statement, zero_shot
+from proofs.core import CheckResult
+from proofs.one_layer import (
+    AttentionShift,
+    OneLayerConfig,
+    OneLayerResult,
+    attention_shift,
+    check_attention_shift,
+    simulate,
+    simulate_on,
+    world_from_facts,
+    write_figure,
+)
 
 SUBJECT_POS, RELATION_POS = 2, 3            # in <bos> <q> s Q <a>
 RUNS = ("ft-known", "ft-unknown")
@@ -95,9 +112,8 @@ class TrainedOneLayerConfig:
     tol: float = 0.01
 
     def experiment_config(self):
-        """The validated kgsim ExperimentConfig. Raises kgsim.config.ConfigError on a bad override or
+        """The validated kgsim ExperimentConfig. Raises kgsim.core.config.ConfigError on a bad override or
         a model that is not one-layer attention-only."""
-        from kgsim.config import ConfigError, load_config
 
         cfg = load_config(self.preset, overrides=[*self.overrides, f"seed={self.seed}"])
         if not (cfg.model.attention_only and cfg.model.n_layers == 1):
@@ -217,11 +233,6 @@ def _train_models(cfg, world, work: Path, progress: bool = False):
     """Pretrain the base model, then fine-tune a copy on each FT set with Early Stop on dev accuracy.
 
     Returns (base model, {run: (Convergence model, Early Stop model, ES step, curve)})."""
-    from kgsim.experiment import qa_rows
-    from kgsim.model import build_model, load_model
-    from kgsim.probe import correct_of
-    from kgsim.prompts import zero_shot
-    from kgsim.train import train
 
     kg, vocab, splits = world.kg, world.corpus.vocab, world.splits
     base = build_model(cfg.model, vocab.size, seed=cfg.seed)
@@ -243,7 +254,7 @@ def _train_models(cfg, world, work: Path, progress: bool = False):
                     "relation_attention": float(a[:, rel].sum(1).mean()),
                     "accessible": int(correct_of(kg, vocab, kg.s[test], kg.r[test], guess).sum()),
                     "train_acc": float((measure(m, ft_prompts)[1] == ft_answer).mean()), "dev_acc": dev_acc,
-                    # Early Stop chooses among fine-tuned checkpoints only, as kgsim.experiment does
+                    # Early Stop chooses among fine-tuned checkpoints only, as kgsim.study.stages does
                     "es_dev_acc": dev_acc if step > 0 else float("nan")}
 
         model = copy.deepcopy(base)
@@ -254,8 +265,6 @@ def _train_models(cfg, world, work: Path, progress: bool = False):
 
 
 def _base_summary(base, world) -> dict:
-    from kgsim.probe import answers
-    from kgsim.prompts import statement, zero_shot
 
     kg, vocab, splits = world.kg, world.corpus.vocab, world.splits
     known = kg.exposure >= splits_known_min(world)
@@ -286,7 +295,6 @@ def simulate_world(world, cfg: TrainedOneLayerConfig) -> OneLayerResult:
     """The Ghosal-style model over the kgsim world's facts (width ``cfg.sim_d_model``), fine-tuned on
     the same FT sets and measured on the same ID test facts (see the module docstring); its
     ``config`` records the OneLayerConfig used (``subjects_per_relation`` etc. do not apply)."""
-    from kgsim.rng import stream
 
     kg, splits = world.kg, world.splits
     kmin = splits_known_min(world)
@@ -318,13 +326,10 @@ def compare(cfg: TrainedOneLayerConfig = TrainedOneLayerConfig(), work_dir: str 
             progress: bool = False) -> Comparison:
     """Train, fine-tune and measure kgsim's one-layer model; simulate on the same facts; compare.
 
-    ``work_dir``: where kgsim.train writes its checkpoints (a finished run there with the same
+    ``work_dir``: where kgsim.nn.train writes its checkpoints (a finished run there with the same
     config is reused); a temporary directory when None. Seeded by ``cfg.seed`` (world, model
     initialisation, batches, simulation); on CPU the numbers are reproducible. Returns a
-    :class:`Comparison`. Raises kgsim.config.ConfigError on a bad config."""
-    from kgsim.probe import correct_of
-    from kgsim.prompts import zero_shot
-    from kgsim.world import build_world
+    :class:`Comparison`. Raises kgsim.core.config.ConfigError on a bad config."""
 
     exp = cfg.experiment_config()
     world = build_world(exp)
@@ -448,8 +453,8 @@ def write_comparison_figure(res: Comparison, path: str | Path) -> Path:
 
 
 def main(argv=None) -> int:
-    """``python -m proofs.trained_one_layer --out DIR [--seed N] [--set key=value ...]``."""
-    ap = argparse.ArgumentParser(prog="python -m proofs.trained_one_layer", description=__doc__.split("\n")[0])
+    """``python -m kgsim.study.one_layer --out DIR [--seed N] [--set key=value ...]``."""
+    ap = argparse.ArgumentParser(prog="python -m kgsim.study.one_layer", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output directory (JSON, figures, training checkpoints)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--preset", default="smoke")

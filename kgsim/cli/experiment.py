@@ -5,7 +5,16 @@ import json
 import time
 from pathlib import Path
 
-from .cli import UserError, add_config_args, command, resolve_config
+from kgsim.cli.base import UserError, add_config_args, command, resolve_config
+from kgsim.core.config import to_dict
+from kgsim.core.edges import EdgeSet
+from kgsim.core.io import write_json
+from kgsim.study.report import render
+from kgsim.study.results import aggregate, bootstrap_gap_intervals, bootstrap_gaps, observations
+from kgsim.study.runner import RunDirError, _two_hop_summary, check_seed, environment, prepare_run_dir, run_seeds
+from kgsim.study.stages import base_hash, pretrain_stage, probe_stage, world_stage
+from kgsim.world.plots import plot_pretraining
+from proofs.run import format_table
 
 
 def _cache_of(args, out: Path) -> Path:
@@ -23,9 +32,6 @@ def _pretrain_args(p):
 def _pretrain(args) -> int:
     import shutil
 
-    from .experiment import base_hash, pretrain_stage, probe_stage, world_stage
-    from .io import write_json
-    from .plots import plot_pretraining
 
     cfg = resolve_config(args)
     out = args.out or Path("runs") / (args.preset or "custom") / "pretrain"
@@ -77,7 +83,6 @@ def _run_args(p):
 @command("run", "run the factuality-gap study end to end and write results.json, report.md, figures",
          _run_args)
 def _run(args) -> int:
-    from .runner import RunDirError, prepare_run_dir, run_seeds
 
     overrides = list(args.overrides)
     if args.seeds:
@@ -99,11 +104,6 @@ def _run(args) -> int:
 
 
 def finish_run(cfg, out: Path, per_seed: list[dict], wall_s: float | None = None) -> Path:
-    from .config import to_dict
-    from .io import write_json
-    from .report import render
-    from .results import aggregate, bootstrap_gap_intervals, observations
-    from .runner import environment
 
     boot = _one_seed_bootstrap(out, per_seed)
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop")} for s in per_seed])
@@ -118,9 +118,7 @@ def finish_run(cfg, out: Path, per_seed: list[dict], wall_s: float | None = None
 
 
 def _one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
-    """With one seed, the bootstrap over its test facts (kgsim.results.bootstrap_gaps), else None."""
-    from .edges import EdgeSet
-    from .results import bootstrap_gaps
+    """With one seed, the bootstrap over its test facts (kgsim.study.results.bootstrap_gaps), else None."""
 
     if len(per_seed) != 1:
         return None
@@ -135,7 +133,6 @@ def _report_args(p):
 
 @command("report", "re-render report.md and figures from a run directory's results.json", _report_args)
 def _report(args) -> int:
-    from .report import render
 
     f = args.run_dir / "results.json"
     if not f.is_file():
@@ -154,10 +151,7 @@ def _check_args(p):
 def _check(args) -> int:
     import numpy as np
 
-    from proofs.run import format_table
 
-    from .edges import EdgeSet
-    from .runner import _two_hop_summary, check_seed
 
     seeds = sorted(args.run_dir.glob("seed-*/edges.json"))
     if not seeds:

@@ -25,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ExperimentConfig, from_dict, replace, to_dict, to_toml
-from .io import write_json, write_text
+from kgsim.core.config import ExperimentConfig, from_dict, replace, to_dict, to_toml, tomllib
+from kgsim.core.edges import EdgeSet
+from kgsim.core.io import write_json, write_text
+from kgsim.core.version import __version__
+from kgsim.study.measure import measure_seed, sim_bucket_names
+from kgsim.study.results import seed_figures
+from kgsim.study.stages import finetune_stage, ft_splits, pretrain_stage, probe_stage, world_stage
+from proofs.run import TwoHopEvidence, check_run
 
 RESULT_VERSION = 1
 
@@ -47,7 +53,6 @@ def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> None:
     """Refuse a directory holding another run; write config.toml for a new one."""
     f = out / "config.toml"
     if f.is_file():
-        from .config import tomllib
         try:
             old = from_dict(tomllib.loads(f.read_text()))
         except Exception as e:  # noqa: BLE001 - any unreadable config is "another run"
@@ -79,10 +84,6 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progress=lambda *a: None) -> dict:
     """Every stage of one seed; returns (and writes) the seed's results."""
-    from .edges import EdgeSet
-    from .experiment import finetune_stage, ft_splits, pretrain_stage, probe_stage, world_stage
-    from .measure import measure_seed, sim_bucket_names
-    from .results import seed_figures
 
     cfg = replace(cfg, seed=seed)
     out = run_dir / f"seed-{seed}"
@@ -150,7 +151,6 @@ def keyed_edge_sets(edge_sets) -> dict:
 
 def check_seed(edge_sets, two_hop) -> list:
     """The theory's statements (proofs.run.check_run) held against one seed's edge sets."""
-    from proofs.run import TwoHopEvidence, check_run
 
     keyed = keyed_edge_sets(edge_sets)
     evidence = None
@@ -248,7 +248,6 @@ def environment() -> dict:
     import torch
     import transformers
 
-    from . import __version__
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent, timeout=5).stdout.strip() or None

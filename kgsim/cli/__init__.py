@@ -1,0 +1,36 @@
+"""The ``kgsim`` command line: parses argv, calls the library, turns user errors into one line.
+
+Every command takes ``--preset NAME``, ``--config FILE`` and repeated ``--set section.key=value``.
+A bad config, argument or input file prints ``kgsim: error: ...`` naming the key and value and
+exits with status 2, before any output is written. Each module here registers its commands with
+:func:`kgsim.cli.base.command`; importing this package imports all of them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kgsim.cli import bridge, experiment, world  # noqa: F401  (each registers its commands)
+from kgsim.cli.base import COMMANDS, UserError
+from kgsim.core.config import ConfigError
+from kgsim.world.graph import GraphFileError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kgsim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_, add_args, _) in COMMANDS.items():
+        add_args(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][2](args)
+    except (ConfigError, GraphFileError, UserError) as e:
+        print(f"kgsim: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kgsim: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
