@@ -1,0 +1,70 @@
+"""The end of a run: per-seed figures -> ``results.json`` (aggregates, intervals, verdicts) and the
+report; and the run directory read back for the theory checks.
+
+``finish`` is what `kgsim run` and `kgsim bridge run` call once every seed is measured;
+``seed_edges`` and ``check_run_dir`` are what `kgsim check` prints from.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from kgsim.core.config import ExperimentConfig, to_dict
+from kgsim.core.edges import EdgeSet
+from kgsim.core.io import write_json
+from kgsim.study.report import render
+from kgsim.study.results import aggregate, bootstrap_gap_intervals, bootstrap_gaps, observations
+from kgsim.study.runner import _two_hop_summary, check_seed, environment
+
+__all__ = ["finish", "one_seed_bootstrap", "seed_edges", "check_run_dir"]
+
+
+def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float | None = None) -> Path:
+    """Write ``out/results.json`` (config, seeds, environment, per-seed figures, aggregates with 95%
+    intervals, O1-O3 verdicts) and render ``out/report.md`` with its figures; returns the report's path.
+
+    With one seed, intervals come from a bootstrap over that seed's test facts
+    (:func:`one_seed_bootstrap`); with several, from Student t over seeds.
+    """
+    boot = one_seed_bootstrap(out, per_seed)
+    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop")} for s in per_seed])
+    if boot:
+        agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
+    res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
+           "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed, "aggregate": agg,
+           "observations": observations(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot=boot),
+           "wall_time_s": wall_s}
+    write_json(out / "results.json", res)
+    return render(res, out)
+
+
+def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
+    """With one seed, the bootstrap over its test facts (:func:`kgsim.study.results.bootstrap_gaps`),
+    else None."""
+    if len(per_seed) != 1:
+        return None
+    seed = per_seed[0]["seed"]
+    edge_sets, _ = seed_edges(out / f"seed-{seed}" / "edges.json")
+    return bootstrap_gaps(edge_sets, seed=seed)
+
+
+def seed_edges(path: Path) -> tuple[list[EdgeSet], dict]:
+    """One seed's ``edges.json``: its edge sets and its 2-hop rows and hop facts."""
+    data = json.loads(Path(path).read_text())
+    th = data["two_hop"]
+    two_hop = {"rows": np.asarray(th["rows"], np.int64).reshape(-1, 5),
+               "hop1": None if th["hop1"] is None else np.asarray(th["hop1"]),
+               "hop2": None if th["hop2"] is None else np.asarray(th["hop2"])}
+    return [EdgeSet.from_json(e) for e in data["edge_sets"]], two_hop
+
+
+def check_run_dir(run_dir: Path) -> list[tuple[str, list, dict]]:
+    """For each ``seed-*/edges.json`` of a run directory: (seed directory name, the theory's check
+    results, the CoT-vs-one-hop summary per model). Empty when nothing was measured there."""
+    out = []
+    for f in sorted(Path(run_dir).glob("seed-*/edges.json")):
+        edge_sets, two_hop = seed_edges(f)
+        out.append((f.parent.name, check_seed(edge_sets, two_hop), _two_hop_summary(edge_sets, two_hop)))
+    return out
