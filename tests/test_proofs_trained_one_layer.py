@@ -19,13 +19,13 @@ import math
 import numpy as np
 import pytest
 
+from kgsim.cli import main as kgsim_main
 from kgsim.study.one_layer import (
     DEFAULT_OVERRIDES,
     RUNS,
     TrainedOneLayerConfig,
     compare,
     format_summary,
-    main,
     measure,
     write_comparison_figure,
 )
@@ -37,12 +37,12 @@ SIM_D = 256
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """main() once on the small configuration; then compare() again on its cached training."""
+    """`kgsim one-layer` once on the small configuration; then compare() again on its cached training."""
     out = tmp_path_factory.mktemp("trained_one_layer")
     argv = ["--out", str(out), "--seed", "0", "--sim-d-model", str(SIM_D)]
     for item in SMALL:
         argv += ["--set", item]
-    assert main(argv) == 0
+    assert kgsim_main(["one-layer", *argv]) == 0
     cfg = TrainedOneLayerConfig(seed=0, overrides=(*DEFAULT_OVERRIDES, *SMALL), sim_d_model=SIM_D)
     return out, compare(cfg, work_dir=out / "train-seed0")
 

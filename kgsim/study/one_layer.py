@@ -44,13 +44,12 @@ fitted, so that at Convergence the sign of the subject shift varied; in one seed
 heads did not move at all and the edges were lost all the same. FT-Known raised the subject mass in
 every seed. The simulation predicts a much larger, monotone shift.
 
-Run ``python -m kgsim.study.one_layer --out DIR`` (writes ``trained_one_layer.json``,
+Run ``kgsim one-layer --out DIR`` (writes ``trained_one_layer.json``,
 ``trained_one_layer.png``, and the simulations' own figures ``one_layer_sim.png`` and
 ``one_layer_sim_synthetic.png``), or call :func:`compare`.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import tempfile
@@ -452,31 +451,15 @@ def write_comparison_figure(res: Comparison, path: str | Path) -> Path:
     return path
 
 
-def main(argv=None) -> int:
-    """``python -m kgsim.study.one_layer --out DIR [--seed N] [--set key=value ...]``."""
-    ap = argparse.ArgumentParser(prog="python -m kgsim.study.one_layer", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", required=True, help="output directory (JSON, figures, training checkpoints)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--preset", default="smoke")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra kgsim config overrides, after the defaults of this script")
-    ap.add_argument("--sim-d-model", type=int, default=TrainedOneLayerConfig.sim_d_model)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = ap.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads)
-    out = Path(args.out)
+def write_outputs(res: Comparison, out: Path) -> None:
+    """``trained_one_layer.json`` (the summary), ``trained_one_layer.png`` (both models side by side)
+    and the simulation's curves ``one_layer_sim.png`` / ``one_layer_sim_synthetic.png`` in `out`."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = TrainedOneLayerConfig(seed=args.seed, preset=args.preset, overrides=(*DEFAULT_OVERRIDES, *args.set),
-                                sim_d_model=args.sim_d_model)
-    res = compare(cfg, work_dir=out / f"train-seed{args.seed}")
     (out / "trained_one_layer.json").write_text(json.dumps(res.summary(), indent=1) + "\n")
     write_comparison_figure(res, out / "trained_one_layer.png")
     write_figure(res.simulated, out / "one_layer_sim.png")
     write_figure(res.synthetic, out / "one_layer_sim_synthetic.png")
-    print(format_summary(res))
-    return 0
 
 
 def format_summary(res: Comparison) -> str:
@@ -502,6 +485,3 @@ def format_summary(res: Comparison) -> str:
             lines.append(f"  check {c.scope}: {'holds' if c.holds else 'does not hold'} ({c.detail})")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
