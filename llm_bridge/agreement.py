@@ -31,6 +31,7 @@ import numpy as np
 
 from kgsim.core.config import ConfigError, load_config
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.names import COT, DIRECT_TWO_HOP, ID, TWO_HOP, TWO_HOP_PROMPTS, ZERO_SHOT, k_shot_name, shots_of
 from kgsim.core.rng import stream
 from kgsim.nn.probe import answers, edges_from_batch
 from kgsim.world.prompts import (
@@ -79,7 +80,7 @@ def default_facts(fmt: KgsimTokens, splits, min_exposure: int, n_known: int = 25
     known = np.sort(rng.choice(known, min(n_known, len(known)), replace=False))
     index = {tuple(r): i for i, r in enumerate(fmt.rows.tolist())}
     two = np.array([index[tuple(r)] for r in np.asarray(splits.two_hop).tolist() if tuple(r) in index], np.int64)
-    return {"id": np.asarray(splits.test["id"], np.int64), "known": known, "2hop": two}
+    return {ID: np.asarray(splits.test[ID], np.int64), "known": known, TWO_HOP: two}
 
 
 def _two_hop_demo_rows(fmt: KgsimTokens, queries: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -98,14 +99,14 @@ def _kgsim_side(sim, fmt: KgsimTokens, prompt: str, ids: np.ndarray, d: np.ndarr
     """(predicted tokens, correct, the prompt's token rows; CoT: its first step) by kgsim alone."""
 
     kg, v = fmt.kg, fmt.vocab
-    if prompt in ("cot", "direct-2hop"):                      # as kgsim.study.measure.measure_seed
+    if prompt in TWO_HOP_PROMPTS:                            # as kgsim.study.measure.measure_seed
         rows, demo_rows = fmt.rows[ids], fmt.rows[d]
-        first = (direct_two_hop if prompt == "direct-2hop" else cot_first_hop)(v, rows, demo_rows)
-        batch = cot_second_hop(v, first, rows, answers(sim, first, bf16=bf16)) if prompt == "cot" else first
+        first = (direct_two_hop if prompt == DIRECT_TWO_HOP else cot_first_hop)(v, rows, demo_rows)
+        batch = cot_second_hop(v, first, rows, answers(sim, first, bf16=bf16)) if prompt == COT else first
         guess = answers(sim, batch, bf16=bf16)
         return guess, guess == v.entity(rows[:, 4]), first.tokens
     s, r = kg.s[ids], kg.r[ids]
-    batch = zero_shot(v, s, r) if prompt == "zero-shot" else k_shot(v, s, r, d, kg)
+    batch = zero_shot(v, s, r) if prompt == ZERO_SHOT else k_shot(v, s, r, d, kg)
     correct = edges_from_batch(sim, kg, v, ids, batch, bf16=bf16).correct
     return answers(sim, batch, bf16=bf16), correct, batch.tokens
 
@@ -114,11 +115,11 @@ def _demo_ids(fmt: KgsimTokens, splits, name: str, prompt: str, ids: np.ndarray,
               seed: int) -> np.ndarray:
     """int [n, k]: the demonstrations of every query (fact ids; 2-hop: rows of kg.two_hop())."""
 
-    if prompt in ("cot", "direct-2hop"):
+    if prompt in TWO_HOP_PROMPTS:
         return _two_hop_demo_rows(fmt, ids, cot_shots, seed)
-    if prompt == "zero-shot":
+    if prompt == ZERO_SHOT:
         return np.zeros((len(ids), 0), np.int64)
-    k = int(prompt.split("-")[0])
+    k = shots_of(prompt)
     try:
         return draw_demonstrations(fmt.kg.r[ids], k, splits.demos, stream(seed, f"agreement/{name}/{k}"), exclude=ids)
     except (KeyError, ValueError) as e:                 # a relation without (enough) demonstrations
@@ -177,19 +178,19 @@ def agreement(model_dir: str | Path, world_dir: str | Path, facts: dict | Sequen
         facts = {"facts": np.asarray(facts, np.int64)}
     hf, tok = load_model(model_dir, dtype="float32", device=device)
     fmt.check_model(tok, getattr(hf.config, "n_positions", None),
-                    fmt.prompt_lengths(k_shots, 0, cot_shots if "2hop" in facts else None))
+                    fmt.prompt_lengths(k_shots, 0, cot_shots if TWO_HOP in facts else None))
     sim = (kgsim_gpt if kgsim_gpt is not None else kgsim_model(hf)).to(device)
     ecfg = EvalConfig(k_shots=tuple(k_shots) or (1,), cot_shots=cot_shots, batch_size=batch_size)
     all_two = fmt.two_hop_examples()
     rows = []
     with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
         for name, ids in facts.items():
-            ids, two_hop = np.asarray(ids, np.int64), name == "2hop"
+            ids, two_hop = np.asarray(ids, np.int64), name == TWO_HOP
             n_max = len(fmt.rows) if two_hop else fmt.kg.n_facts
             if len(ids) and (ids.min() < 0 or ids.max() >= n_max):
                 raise AgreementError(f"facts[{name!r}]: ids outside 0..{n_max - 1}")
             examples = [all_two[i] if two_hop else fmt.example(i) for i in ids]
-            for prompt in (["direct-2hop", "cot"] if two_hop else ["zero-shot", *(f"{k}-shot" for k in k_shots)]):
+            for prompt in ([DIRECT_TWO_HOP, COT] if two_hop else [ZERO_SHOT, *map(k_shot_name, k_shots)]):
                 if not len(ids):
                     continue
                 d = _demo_ids(fmt, splits, name, prompt, ids, cot_shots, seed)

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from kgsim.core.config import ConfigError, apply_overrides, apply_table
+from kgsim.core.known import FT_KNOWN_CATEGORIES
+from kgsim.core.names import CATEGORIES, UNKNOWN
 
 from .evaluate import EvalConfig
 from .finetune import FinetuneConfig
-from .known import KNOWN_CATEGORIES, SliCKConfig
+from .known import SliCKConfig
 from .models import DTYPES
 from .prompts import FORMATS
 
@@ -54,7 +56,7 @@ class DataConfig:
     dev_size: int = 100
     test_size: int = 300                # per test split
     n_demo_pool: int = 16               # per relation (and 2-hop demonstrations)
-    known_categories: tuple[str, ...] = KNOWN_CATEGORIES
+    known_categories: tuple[str, ...] = FT_KNOWN_CATEGORIES   # FT-Known's categories (kgsim's: P_greedy > 0)
     near_quantile: float = 0.5          # similarity quantile above which other-relation tests are near-id
     sim_buckets: int = 3                # similarity-quantile buckets sim-1..n of all one-hop tests (0 = none)
     dev_share: float = 0.1              # for data without its own splits
@@ -74,8 +76,9 @@ class DataConfig:
         for key in ("max_per_relation", "question_form", "sim_buckets"):
             if getattr(self, key) < 0:
                 fail(key, "must be >= 0")
-        if not self.known_categories or not set(self.known_categories) <= set(KNOWN_CATEGORIES):
-            fail("known_categories", f"choose a non-empty subset of {list(KNOWN_CATEGORIES)}")
+        known = [c for c in CATEGORIES if c != UNKNOWN]
+        if not self.known_categories or not set(self.known_categories) <= set(known):
+            fail("known_categories", f"choose a non-empty subset of {known}")
         if not 0 < self.near_quantile < 1:
             fail("near_quantile", "must lie in (0, 1)")
         for key in ("dev_share", "test_share"):

@@ -6,7 +6,7 @@ and scored with :func:`llm_bridge.matching.is_correct`. The result is one
 :class:`kgsim.core.edges.EdgeSet` per key ``(model, stage, split, prompt)``, the keys ``kgsim run``
 uses, so the proofs checks and the report read bridge results unchanged:
 
-- one-hop splits (``"id"``, ``"near-id"``, ``"open-world"``, ``"sim-1"``, ...): prompts ``"zero-shot"`` and
+- one-hop splits (``"id"``, ``"sim-near-id"``, ``"sim-open-world"``, ``"sim-1"``, ...): prompts ``"zero-shot"`` and
   ``f"{k}-shot"`` for each k; a k-shot prompt's demonstrations (same relation, drawn from the
   demonstration pool by ``kgsim.core.rng.stream(seed, f"demos/{split}/{k}")``, so both models see the
   very same prompts) are its induced edge set, stored per test item in ``meta["induced"]``;
@@ -17,8 +17,8 @@ uses, so the proofs checks and the report read bridge results unchanged:
   entity and ``meta["bridge_correct"]`` the share that did;
 - ``"2hop-hops"``: the one-hop facts on those paths, zero-shot (for the path-connectivity check).
 
-An EdgeSet's ``test_ids`` are the examples' ``fact_id`` values; ``model`` is ``"ft-known/es"``
-style, ``test_set`` the split, ``prompt`` the prompt name, and ``meta`` also holds the raw
+An EdgeSet's ``test_ids`` are the examples' ``fact_id`` values; its ``(model, stage, split,
+prompt)`` are the key above (names of :mod:`kgsim.core.names`), and ``meta`` also holds the raw
 ``predictions``.
 
 >>> edge_key("ft-known", "es", "id", "4-shot")
@@ -28,7 +28,6 @@ style, ``test_set`` the split, ``prompt`` the prompt name, and ``meta`` also hol
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -36,17 +35,26 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kgsim.core.config import ConfigError
-from kgsim.core.edges import EdgeSet
+from kgsim.core.edges import EdgeSet, TwoHopQueries
+from kgsim.core.names import (
+    COT,
+    DIRECT_TWO_HOP,
+    FT_MODELS,
+    STAGES,
+    TWO_HOP,
+    TWO_HOP_HOPS,
+    TWO_HOP_PROMPTS,
+    ZERO_SHOT,
+    k_shot_name,
+    shots_of,
+)
 from kgsim.core.rng import stream
+from kgsim.core.selection import max_cosine
 
 from .datasets import QAExample, by_relation
 from .generation import embed
 from .matching import MATCH_MODES
 from .prompts import TEXT
-
-MODELS = ("ft-known", "ft-unknown")
-STAGES = ("es", "con")
-TWO_HOP_SPLIT, HOPS_SPLIT = "2hop", "2hop-hops"
 
 EdgeKey = tuple[str, str, str, str]
 
@@ -56,7 +64,7 @@ class EvalConfig:
     """Test-time prompts and decoding."""
 
     k_shots: tuple[int, ...] = (1, 4)
-    cot: bool = True                    # cot and direct-2hop on the 2hop split (synthetic data)
+    cot: bool = True                    # cot and direct-2hop on the 2-hop split (synthetic data)
     cot_shots: int = 2
     batch_size: int = 32
     max_new_tokens: int = 16
@@ -77,17 +85,17 @@ class EvalConfig:
 
     def prompt_names(self, split: str) -> list[str]:
         """The prompts evaluated on `split`."""
-        if split == TWO_HOP_SPLIT:
-            return ["cot", "direct-2hop"] if self.cot else []
-        if split == HOPS_SPLIT:
-            return ["zero-shot"]
-        return ["zero-shot", *(f"{k}-shot" for k in self.k_shots)]
+        if split == TWO_HOP:
+            return [COT, DIRECT_TWO_HOP] if self.cot else []
+        if split == TWO_HOP_HOPS:
+            return [ZERO_SHOT]
+        return [ZERO_SHOT, *(k_shot_name(k) for k in self.k_shots)]
 
 
 def edge_key(model: str, stage: str, split: str, prompt: str) -> EdgeKey:
     """The (model, stage, split, prompt) key; model and stage are checked."""
-    if model not in MODELS or stage not in STAGES:
-        raise ValueError(f"model {model!r} / stage {stage!r}: models are {MODELS}, stages {STAGES}")
+    if model not in FT_MODELS or stage not in STAGES:
+        raise ValueError(f"model {model!r} / stage {stage!r}: models are {FT_MODELS}, stages {STAGES}")
     return (model, stage, split, prompt)
 
 
@@ -123,14 +131,14 @@ def prompt_demos(split: str, prompt: str, examples: Sequence[QAExample], pool: M
     Raises:
         ValueError: an unknown prompt name, or a pool too small.
     """
-    if prompt == "zero-shot":
+    if prompt == ZERO_SHOT:
         return [[] for _ in examples]
-    if prompt in ("cot", "direct-2hop"):
+    if prompt in TWO_HOP_PROMPTS:
         return draw_demos(examples, pool, cfg.cot_shots, stream(seed, f"demos/{split}/cot"),
                           any_relation=not fmt.two_hop_same_relation)
-    if not prompt.endswith("-shot") or not prompt[: -len("-shot")].isdigit():
+    k = shots_of(prompt)
+    if k is None:
         raise ValueError(f"unknown prompt {prompt!r}")
-    k = int(prompt[: -len("-shot")])
     return draw_demos(examples, pool, k, stream(seed, f"demos/{split}/{k}"))
 
 
@@ -142,11 +150,11 @@ def build_prompts(split: str, prompt: str, examples: Sequence[QAExample], pool: 
     per query) defaults to :func:`prompt_demos`."""
     if demos is None:
         demos = prompt_demos(split, prompt, examples, pool, cfg, seed, fmt)
-    if prompt == "zero-shot":
+    if prompt == ZERO_SHOT:
         return fmt.zero_shot(examples), [[] for _ in examples]
-    if prompt in ("cot", "direct-2hop"):
-        render = fmt.cot if prompt == "cot" else fmt.direct_two_hop
-        induced = [[p for d in ds for p in (d.path if prompt == "cot" else (d.fact_id,))] for ds in demos]
+    if prompt in TWO_HOP_PROMPTS:
+        render = fmt.cot if prompt == COT else fmt.direct_two_hop
+        induced = [[p for d in ds for p in (d.path if prompt == COT else (d.fact_id,))] for ds in demos]
         return render(examples, demos), induced
     return fmt.few_shot(examples, demos), [[d.fact_id for d in ds] for ds in demos]
 
@@ -157,7 +165,7 @@ def answer_prompts(model, tokenizer, texts: Sequence[str], examples: Sequence[QA
     """(generations, bool [n] correct) of `texts` (built for `examples` under `prompt`): greedy,
     batched; a CoT generation is scored on its final answer."""
     kw = dict(batch_size=cfg.batch_size, progress=progress, desc=desc)
-    if prompt == "cot":
+    if prompt == COT:
         outs = fmt.generate_cot(model, tokenizer, texts, examples, max_new_tokens=cfg.cot_max_new_tokens, **kw)
         answers = [fmt.cot_answer(o) for o in outs]
     else:
@@ -175,15 +183,15 @@ def evaluate_prompt(model, tokenizer, examples: Sequence[QAExample], split: str,
     texts, induced = build_prompts(split, prompt, examples, pool, cfg, seed, fmt, demos=demos)
     outs, correct = answer_prompts(model, tokenizer, texts, examples, prompt, cfg, fmt, progress=progress,
                                    desc="/".join(key))
-    meta = {"model": model_name, "stage": stage, "predictions": outs, "induced": induced}
+    meta = {"predictions": outs, "induced": induced}
     if fmt is not TEXT:
         meta["format"], meta["demos"] = fmt.name, [[d.fact_id for d in ds] for ds in demos]
-    if split == TWO_HOP_SPLIT:
+    if split == TWO_HOP:
         meta["path"] = [list(e.path) for e in examples]
         named = [fmt.bridge_named(o, e) for o, e in zip(outs, examples)]
         meta["bridge_named"], meta["bridge_correct"] = named, float(np.mean(named)) if named else 0.0
-    return EdgeSet(np.array([e.fact_id for e in examples], np.int64), correct, model=f"{model_name}/{stage}",
-                   prompt=prompt, test_set=split, meta=meta)
+    return EdgeSet(np.array([e.fact_id for e in examples], np.int64), correct, model=model_name, stage=stage,
+                   split=split, prompt=prompt, meta=meta)
 
 
 def _prompt_jobs(splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, Sequence[QAExample]],
@@ -196,7 +204,7 @@ def _prompt_jobs(splits: Mapping[str, Sequence[QAExample]], pool: Mapping[str, S
             continue
         for prompt in cfg.prompt_names(split):
             p = pool
-            if split == TWO_HOP_SPLIT:
+            if split == TWO_HOP:
                 p = by_relation(two_hop_pool) if fmt.two_hop_same_relation else {"*": two_hop_pool}
             yield split, examples, prompt, p
 
@@ -238,52 +246,31 @@ def save_edgesets(edges: Mapping[EdgeKey, EdgeSet], out_dir: str | Path) -> list
 
 def load_edgesets(out_dir: str | Path) -> dict[EdgeKey, EdgeSet]:
     """Every EdgeSet under `out_dir` (a run's ``edges/`` folder), by (model, stage, split, prompt)."""
-    out = {}
-    for p in sorted(Path(out_dir).glob("*.json")):
-        es = EdgeSet.load(p)
-        out[(es.meta["model"], es.meta["stage"], es.test_set, es.prompt)] = es
-    return out
+    edges = (EdgeSet.load(p) for p in sorted(Path(out_dir).glob("*.json")))
+    return {es.key: es for es in edges}
+
+
+def two_hop_queries(edges: Mapping[EdgeKey, EdgeSet]) -> TwoHopQueries:
+    """The 2-hop queries a run evaluated, typed: their ids (the ``2hop`` EdgeSets' test ids) and
+    hop fact ids (each query's ``meta["path"]``), for kgsim's checks; none without a 2-hop split."""
+    es = next((e for (_, _, split, _), e in edges.items() if split == TWO_HOP and e.meta.get("path")), None)
+    if es is None:
+        return TwoHopQueries.none()
+    path = np.asarray(es.meta["path"], np.int64).reshape(-1, 2)
+    return TwoHopQueries(np.zeros((0, 5), np.int64), path[:, 0], path[:, 1], query_ids=es.test_ids)
 
 
 def max_similarity(model, tokenizer, reference: Sequence[QAExample], candidates: Sequence[QAExample],
                    batch_size: int = 32, fmt=TEXT) -> np.ndarray:
     """float [n_candidates]: each candidate question's largest cosine similarity to the `reference`
     (fine-tuning) questions in the model's own representation space (zero-shot prompts of `fmt`, last
-    hidden layer pooled as ``fmt.pooling`` says, :func:`llm_bridge.generation.embed`)."""
+    hidden layer pooled as ``fmt.pooling`` says, :func:`llm_bridge.generation.embed`;
+    :func:`kgsim.core.selection.max_cosine`)."""
     if not candidates or not reference:
         return np.zeros(len(candidates))
     ref = embed(model, tokenizer, fmt.zero_shot(reference), batch_size, pooling=fmt.pooling)
-    cand = embed(model, tokenizer, fmt.zero_shot(candidates), batch_size, pooling=fmt.pooling)
-    ref /= np.linalg.norm(ref, axis=1, keepdims=True).clip(1e-12)
-    cand /= np.linalg.norm(cand, axis=1, keepdims=True).clip(1e-12)
-    return (cand @ ref.T).max(axis=1)
+    return max_cosine(embed(model, tokenizer, fmt.zero_shot(candidates), batch_size, pooling=fmt.pooling), ref)
 
 
-def split_by_similarity(candidates: Sequence[QAExample], sim: np.ndarray,
-                        quantile: float = 0.5) -> tuple[list[QAExample], list[QAExample]]:
-    """(near-id, open-world): candidates at or above the `quantile` of `sim`, and the rest (each
-    list in input order).
-
-    >>> ex = [QAExample(str(i), "q", ["a"], "r") for i in range(4)]
-    >>> near, far = split_by_similarity(ex, np.array([0.9, 0.1, 0.5, 0.7]))
-    >>> [e.id for e in near], [e.id for e in far]
-    (['0', '3'], ['1', '2'])
-    """
-    order = np.argsort(-np.asarray(sim), kind="stable")
-    n_near = int(math.ceil(len(candidates) * (1.0 - quantile)))
-    near, far = set(order[:n_near].tolist()), set(order[n_near:].tolist())
-    return [e for i, e in enumerate(candidates) if i in near], [e for i, e in enumerate(candidates) if i in far]
-
-
-def similarity_buckets(candidates: Sequence[QAExample], sim: np.ndarray, n_buckets: int) -> dict[str, list[QAExample]]:
-    """``{"sim-1": most similar share, ..., f"sim-{n}": least similar}``: equal-size quantile buckets
-    of `candidates` by `sim` (the names kgsim's measurement uses)."""
-    order = np.argsort(-np.asarray(sim), kind="stable")
-    return {f"sim-{i + 1}": [candidates[j] for j in sorted(part.tolist())]
-            for i, part in enumerate(np.array_split(order, n_buckets))}
-
-
-__all__ = ["EvalConfig", "HOPS_SPLIT", "MODELS", "STAGES", "TWO_HOP_SPLIT", "answer_prompts", "build_prompts",
-           "draw_demos", "prompt_demos",
-           "edge_filename", "edge_key", "evaluate_model", "evaluate_prompt", "load_edgesets", "prompt_lengths", "save_edgesets",
-           "max_similarity", "similarity_buckets", "split_by_similarity"]
+__all__ = ["EvalConfig", "answer_prompts", "build_prompts", "draw_demos", "edge_filename", "edge_key", "evaluate_model",
+           "evaluate_prompt", "load_edgesets", "max_similarity", "prompt_demos", "prompt_lengths", "save_edgesets", "two_hop_queries"]

@@ -46,6 +46,7 @@ import numpy as np
 
 from kgsim.core.config import ConfigError
 from kgsim.core.kg import subject_mentions
+from kgsim.core.names import COT, DIRECT_TWO_HOP, TWO_HOP_PROMPTS, ZERO_SHOT, shots_of
 from kgsim.nn.model import from_hf
 from kgsim.nn.probe import answers, edges_from_batch
 from kgsim.world.corpus import Vocabulary
@@ -169,33 +170,33 @@ class KgsimTokens:
     def _batch(self, prompt: str, examples: Sequence[QAExample], demos) -> PromptBatch:
         """kgsim's prompt batch ("zero-shot", "k-shot", "direct-2hop", "cot" first hop); `demos`:
         one list of demonstration examples per query."""
-        two_hop = prompt in ("direct-2hop", "cot")
+        two_hop = prompt in TWO_HOP_PROMPTS
         ids = self._ids(examples, two_hop)
-        d = None if prompt == "zero-shot" else self._demo_ids(demos, len(ids), two_hop)
+        d = None if prompt == ZERO_SHOT else self._demo_ids(demos, len(ids), two_hop)
         return self._batch_of_ids(prompt, ids, d)
 
     def _batch_of_ids(self, prompt: str, ids: np.ndarray, d: np.ndarray | None) -> PromptBatch:
         """The same from fact ids (2-hop: rows) `ids` [n] and demonstration ids `d` [n, k]."""
         v, kg = self.vocab, self.kg
-        if prompt == "zero-shot":
+        if prompt == ZERO_SHOT:
             return zero_shot(v, kg.s[ids], kg.r[ids])
         if prompt == "k-shot":
             return k_shot(v, kg.s[ids], kg.r[ids], d, kg)
-        fn = direct_two_hop if prompt == "direct-2hop" else cot_first_hop
+        fn = direct_two_hop if prompt == DIRECT_TWO_HOP else cot_first_hop
         return fn(v, self.rows[ids].reshape(-1, 5), self.rows[d].reshape(len(ids), d.shape[1], 5))
 
     def zero_shot(self, examples: Sequence[QAExample]) -> list[str]:
-        return self._text(self._batch("zero-shot", examples, None))
+        return self._text(self._batch(ZERO_SHOT, examples, None))
 
     def few_shot(self, examples: Sequence[QAExample], demos: Sequence[Sequence[QAExample]]) -> list[str]:
         return self._text(self._batch("k-shot", examples, demos))
 
     def direct_two_hop(self, examples: Sequence[QAExample], demos: Sequence[Sequence[QAExample]]) -> list[str]:
-        return self._text(self._batch("direct-2hop", examples, demos))
+        return self._text(self._batch(DIRECT_TWO_HOP, examples, demos))
 
     def cot(self, examples: Sequence[QAExample], demos: Sequence[Sequence[QAExample]]) -> list[str]:
         """The first CoT step: demonstrations spell out their paths; the query asks for the bridge."""
-        return self._text(self._batch("cot", examples, demos))
+        return self._text(self._batch(COT, examples, demos))
 
     def finetune_pair(self, example: QAExample) -> tuple[str, str]:
         """kgsim's fine-tuning row ``<bos> <q> s Q <a> a`` as (prompt, target ``" a"``)."""
@@ -317,19 +318,19 @@ class KgsimTokens:
         """
 
         v = self.vocab
-        kind = "k-shot" if prompt.endswith("-shot") and prompt[:-5].isdigit() else prompt
-        if kind not in ("zero-shot", "k-shot", "direct-2hop", "cot"):
+        kind = "k-shot" if shots_of(prompt) else prompt
+        if kind not in (ZERO_SHOT, "k-shot", *TWO_HOP_PROMPTS):
             raise ValueError(f"unknown prompt {prompt!r}")
-        two_hop = kind in ("direct-2hop", "cot")
+        two_hop = kind in TWO_HOP_PROMPTS
         ids = self._ids(examples, two_hop)
         if len(ids) == 0:
             return np.zeros(0, bool)
-        d = None if kind == "zero-shot" else np.asarray(demo_ids, np.int64).reshape(len(ids), -1)
+        d = None if kind == ZERO_SHOT else np.asarray(demo_ids, np.int64).reshape(len(ids), -1)
         batch = self._batch_of_ids(kind, ids, d)
         if not two_hop:
             return edges_from_batch(model, self.kg, v, ids, batch, **kw).correct
         rows = self.rows[ids].reshape(-1, 5)
-        if kind == "cot":
+        if kind == COT:
             batch = cot_second_hop(v, batch, rows, answers(model, batch, **kw))
         return answers(model, batch, **kw) == v.entity(rows[:, 4])
 

@@ -5,29 +5,19 @@ relation, drawn from a demonstration pool), once greedily and ``n_samples`` time
 ``temperature`` (``fmt.generate_with_samples``: in the text format ``generate`` on every prompt
 repeated ``n_samples`` times; with kgsim tokens, whose answer is one token, the greedy token and the
 samples come from one forward pass's logits). With P_greedy the share of prompts whose greedy
-answer is correct and P_sampled the share of correct samples:
-
-=============  =============================================
-HighlyKnown    P_greedy = 1
-MaybeKnown     0 < P_greedy < 1
-WeaklyKnown    P_greedy = 0 and P_sampled > 0
-Unknown        P_greedy = 0 and P_sampled = 0
-=============  =============================================
-
-Coarse Known is ``P_correct > 0``: any category but Unknown.
+answer is correct and P_sampled the share of correct samples, the category is kgsim's one SliCK
+rule (:func:`kgsim.core.known.categories`: HighlyKnown, MaybeKnown, WeaklyKnown, Unknown). Coarse
+Known is ``P_correct > 0``: any category but Unknown.
 
 Exemplar sets are drawn per relation from ``kgsim.core.rng.stream(seed, "slick-exemplars/<relation>")``
 (an example never serves as its own exemplar); sampling uses a seeded ``torch.Generator``
 (:func:`llm_bridge.generation.generate`), never global seeding. Results are cached in a JSON file
-under a key hashing (model key, data, config, seed), chunk by chunk, so an interrupted run resumes.
-
->>> category(1.0, 0.0), category(0.5, 0.0), category(0.0, 0.25), category(0.0, 0.0)
-('HighlyKnown', 'MaybeKnown', 'WeaklyKnown', 'Unknown')
+under a key hashing (model key, data, config, seed; :func:`kgsim.core.provenance.content_hash`),
+chunk by chunk, so an interrupted run resumes.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -37,14 +27,16 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from kgsim.core.config import ConfigError
+from kgsim.core.known import categories
+from kgsim.core.known import category_counts as _counts
+from kgsim.core.names import UNKNOWN
+from kgsim.core.provenance import content_hash
 from kgsim.core.rng import stream
 
 from .datasets import QAExample, by_relation
 from .matching import MATCH_MODES
 from .prompts import TEXT
 
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
-KNOWN_CATEGORIES = CATEGORIES[:3]
 CACHE_VERSION = 1
 
 
@@ -85,16 +77,7 @@ class SliCKResult:
     @property
     def known(self) -> bool:
         """Coarse Known: P_correct > 0."""
-        return self.category != "Unknown"
-
-
-def category(p_greedy: float, p_sampled: float) -> str:
-    """The SliCK category of an example from its two correctness rates."""
-    if p_greedy >= 1.0:
-        return "HighlyKnown"
-    if p_greedy > 0.0:
-        return "MaybeKnown"
-    return "WeaklyKnown" if p_sampled > 0.0 else "Unknown"
+        return self.category != UNKNOWN
 
 
 def exemplar_sets(pool: Mapping[str, Sequence[QAExample]], relations: Sequence[str], cfg: SliCKConfig,
@@ -122,13 +105,8 @@ def _shots(ex: QAExample, exemplars: list[QAExample], k: int) -> list[QAExample]
 
 def data_key(examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]]) -> str:
     """Hash of the examples and the demonstration pool (ids, questions, answers)."""
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(json.dumps([e.id, e.question, e.answers, e.choices]).encode())
-    for rel in sorted(pool):
-        for e in pool[rel]:
-            h.update(json.dumps([rel, e.id, e.question, e.answer]).encode())
-    return h.hexdigest()[:16]
+    return content_hash([[[e.id, e.question, e.answers, e.choices] for e in examples],
+                         [[rel, e.id, e.question, e.answer] for rel in sorted(pool) for e in pool[rel]]])
 
 
 def _load_cache(path: Path | None) -> dict:
@@ -166,15 +144,16 @@ def _probe_chunk(model, tokenizer, chunk: Sequence[QAExample], sets: dict, cfg: 
     else:
         p_s = np.zeros(len(chunk))
     p_g = g_ok.mean(1)
-    return [SliCKResult(e.id, float(p_g[i]), float(p_s[i]), category(p_g[i], p_s[i]),
-                        tuple(greedy[i * S:(i + 1) * S])) for i, e in enumerate(chunk)]
+    cat = categories(p_g, p_s)
+    return [SliCKResult(e.id, float(p_g[i]), float(p_s[i]), str(cat[i]), tuple(greedy[i * S:(i + 1) * S]))
+            for i, e in enumerate(chunk)]
 
 
 def _cache_key(examples, pool, cfg: SliCKConfig, seed: int, model_key: str, fmt=TEXT) -> str:
     blob = {"model": model_key, "data": data_key(examples, pool), "seed": seed, "config": dataclasses.asdict(cfg)}
     if fmt is not TEXT:                                   # (text keys stay as they were)
         blob["format"] = fmt.name
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+    return content_hash(blob)
 
 
 def _chunk_names(n: int, cfg: SliCKConfig) -> list[str]:
@@ -241,8 +220,6 @@ def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[st
 
 
 def category_counts(results: Mapping[str, SliCKResult]) -> dict[str, int]:
-    """How many examples fall in each category (every category listed)."""
-    counts = dict.fromkeys(CATEGORIES, 0)
-    for r in results.values():
-        counts[r.category] += 1
-    return counts
+    """How many examples fall in each category (every category listed;
+    :func:`kgsim.core.known.category_counts`)."""
+    return _counts(r.category for r in results.values())

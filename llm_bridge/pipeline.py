@@ -5,7 +5,7 @@
 :class:`BridgeConfig`, and writes into ``out_dir``:
 
 =========================  ==================================================================
-``run.json``               resolved config, model fingerprint, data, library versions, git commit
+``run.json``               resolved config, model fingerprint, data, environment (versions, git commit)
 ``splits.json``            example ids of every set (candidates, FT-Known/Unknown, dev, demos, tests)
 ``slick.json``             SliCK results of the candidates (cache; chunked, resumable)
 ``ft-known/``,             ``es/`` and ``con/`` checkpoints (safetensors) and ``finetune.json``
@@ -14,20 +14,25 @@
 ``results.json``           the summary below
 =========================  ==================================================================
 
-Every stage is cached under a hash of its inputs, so a killed run resumes where it stopped and a
-finished one reruns in seconds.
+Every stage is cached under a hash of its inputs (:func:`kgsim.core.provenance.content_hash`), so a
+killed run resumes where it stopped and a finished one reruns in seconds. The bridge is an adapter:
+its sets, SliCK rule, similarity splits, gaps, cache keys and provenance are kgsim's
+(:mod:`kgsim.core.known`, :mod:`kgsim.core.selection`, :func:`kgsim.study.results.gap_pairs`,
+:mod:`kgsim.core.provenance`); the data loaders are :mod:`llm_bridge.data`.
 
 Sets. FT relations are ``data.ft_relations`` (or ``data.n_ft_relations`` drawn by the seed). From the
 train split: per relation a demonstration pool of ``n_demo_pool`` examples (SliCK exemplars and
 k-shot demonstrations), then ``n_candidates`` candidates of the FT relations, which SliCK
-categorises. FT-Known (category in ``data.known_categories``) and FT-Unknown (Unknown) are balanced:
-the same number per relation, ``ft_size`` each at most. Dev (Early Stop) comes from the dev split of
+categorises. FT-Known (category in ``data.known_categories``, by default kgsim's HighlyKnown and
+MaybeKnown) and FT-Unknown (Unknown) are balanced as kgsim balances them: the same number per
+relation, ``ft_size`` each at most, drawn by the seed. Dev (Early Stop) comes from the dev split of
 the FT relations. Test splits: ``id`` (test split, FT relations); the other relations' test
 examples split by their largest cosine similarity to FT-Known ∪ FT-Unknown questions in the base
-model's representation space into ``near-id`` and ``open-world`` (the paper's definition,
-:func:`llm_bridge.evaluate.split_by_similarity`); ``sim-1`` (most similar) .. ``sim-n``: quantile
-buckets of all one-hop test examples by that similarity (as ``kgsim run`` measures). Synthetic data
-adds ``2hop`` (composed queries) and ``2hop-hops`` (their one-hop facts). Data without its own splits
+model's representation space into ``sim-near-id`` and ``sim-open-world`` (the paper's Near-ID and
+Open-World; named apart from kgsim's structural ``near-id`` / ``open-world``,
+:mod:`kgsim.core.names`); ``sim-1`` (most similar) .. ``sim-n``: quantile buckets of all one-hop
+test examples by that similarity (as ``kgsim run`` measures). Synthetic data adds ``2hop``
+(composed queries) and ``2hop-hops`` (their one-hop facts). Data without its own splits
 (PopQA, MMLU, synthetic) is split per relation by the seed (``dev_share``, ``test_share``).
 
 Prompt format (``data.format``): ``text`` (the Q/A format of :mod:`llm_bridge.prompts`; synthetic
@@ -36,9 +41,9 @@ graphs verbalised), or ``kgsim-tokens`` for a model exported by ``kgsim pretrain
 matched exactly (:mod:`llm_bridge.kgsim_tokens`); each accuracy row then also holds kgsim's own
 measurement of the same checkpoint on the same prompts (``kgsim_fact``, ``n_disagree``).
 
-``results.json`` schema (``"schema": "kgsim-bridge/1"``)::
+``results.json`` schema (``"schema": "kgsim-bridge/2"``)::
 
-    model_dir, model_key, data, data_path, config, versions, git_commit
+    model_dir, model_key, data, data_path, config, environment (kgsim.core.provenance.environment)
     counts:   {relations_ft: [...], relations_other: [...], candidates, categories: {HighlyKnown: n, ...},
                ft-known, ft-unknown, dev, splits: {split: n}}
     exposure_by_category: {category: {n, mean_exposure}}           (synthetic only: probe vs truth)
@@ -54,11 +59,8 @@ The configuration is :class:`llm_bridge.config.BridgeConfig` (re-exported here w
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,210 +70,39 @@ import numpy as np
 
 from kgsim.core.config import ConfigError, to_dict
 from kgsim.core.edges import EdgeSet
-from kgsim.core.kg import KnowledgeGraph
-from kgsim.core.rng import stream
-from kgsim.world.graph import load_tsv
+from kgsim.core.known import category_counts
+from kgsim.core.names import (
+    CATEGORIES,
+    COT,
+    FT_KNOWN,
+    FT_MODELS,
+    FT_UNKNOWN,
+    ID,
+    SIM_NEAR_ID,
+    SIM_OPEN_WORLD,
+    STAGES,
+    TWO_HOP,
+    TWO_HOP_HOPS,
+    TWO_HOP_PROMPTS,
+    sim_bucket_names,
+)
+from kgsim.core.provenance import content_hash, environment
+from kgsim.core.selection import similarity_buckets, split_at_quantile
+from kgsim.study.results import gap, gap_pairs
 
 from .config import PRESETS, BridgeConfig, DataConfig, RuntimeConfig, bridge_config
-from .datasets import (
-    DATASETS,
-    QAExample,
-    by_relation,
-    load_entityquestions,
-    load_mmlu,
-    load_popqa,
-    synthetic_examples,
-    two_hop_examples,
-)
-from .evaluate import (
-    HOPS_SPLIT,
-    MODELS,
-    STAGES,
-    TWO_HOP_SPLIT,
-    edge_filename,
-    evaluate_model,
-    max_similarity,
-    prompt_lengths,
-    save_edgesets,
-    similarity_buckets,
-    split_by_similarity,
-)
+from .data import BridgeError, Selection, balanced_sets, load_data, load_graph, prompt_format, select
+from .datasets import QAExample
+from .evaluate import edge_filename, evaluate_model, max_similarity, prompt_lengths, save_edgesets
 from .finetune import finetune, load_checkpoint
 from .generation import ContextLengthError, model_device
-from .kgsim_tokens import KgsimTokens, kgsim_model
-from .known import CATEGORIES, cached_categories, categorise, category_counts
+from .kgsim_tokens import kgsim_model
+from .known import cached_categories, categorise
 from .models import check_model_dir, load_model, load_tokenizer, model_fingerprint
 from .prompts import TEXT
-from .verbalize import TEMPLATE_VERSION, Verbalizer
 
-SCHEMA = "kgsim-bridge/1"
+SCHEMA = "kgsim-bridge/2"
 UNTIL = ("categorise", "finetune", "evaluate")
-
-
-class BridgeError(ValueError):
-    """The data cannot support the study as configured (e.g. no Known or no Unknown examples)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Data: load, split, select
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class Selection:
-    """Every set of examples the study uses (lists keep a fixed, seeded order)."""
-
-    ft_relations: list[str]
-    other_relations: list[str]
-    demos: dict[str, list[QAExample]]
-    candidates: list[QAExample]
-    dev: list[QAExample]
-    test_id: list[QAExample]
-    test_other: list[QAExample]
-    two_hop: list[QAExample] = field(default_factory=list)
-    two_hop_demos: list[QAExample] = field(default_factory=list)
-    hops: list[QAExample] = field(default_factory=list)
-    facts: list[QAExample] = field(default_factory=list)
-
-
-def _shuffled(xs: list, rng: np.random.Generator) -> list:
-    return [xs[i] for i in rng.permutation(len(xs))]
-
-
-def _partition(examples: list[QAExample], dcfg: DataConfig, seed: int) -> dict[str, list[QAExample]]:
-    """Split data without its own splits into train/dev/test, per relation, by the seed."""
-    out: dict[str, list[QAExample]] = {"train": [], "dev": [], "test": []}
-    for rel, exs in by_relation(examples).items():
-        exs = _shuffled(exs, stream(seed, f"bridge-partition/{rel}"))
-        n_test, n_dev = int(round(len(exs) * dcfg.test_share)), int(round(len(exs) * dcfg.dev_share))
-        out["test"] += exs[:n_test]
-        out["dev"] += exs[n_test:n_test + n_dev]
-        out["train"] += exs[n_test + n_dev:]
-    return out
-
-
-def load_graph(path: str | Path):
-    """A kgsim graph from ``.npz`` (KnowledgeGraph.save), ``.tsv``, or a directory holding graph.npz."""
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / "graph.npz"
-    if not p.is_file():
-        raise BridgeError(f"data_path = {str(path)!r}: no graph file (.npz, .tsv, or a directory with graph.npz)")
-    return load_tsv(p) if p.suffix == ".tsv" else KnowledgeGraph.load(p)
-
-
-def prompt_format(data: str, data_path: str | Path, cfg: BridgeConfig):
-    """The run's prompt format (:mod:`llm_bridge.prompts`): the text Q/A format, or with
-    ``data.format = "kgsim-tokens"`` kgsim's own token prompts for the world at `data_path`
-    (:class:`llm_bridge.kgsim_tokens.KgsimTokens`).
-
-    Raises:
-        BridgeError: kgsim tokens asked for data that is not a kgsim graph.
-    """
-    if cfg.data.format == "text":
-        return TEXT
-    if data != "synthetic":
-        raise BridgeError(f"data.format = {cfg.data.format!r} needs data = 'synthetic' (a kgsim world or graph), "
-                          f"not {data!r}")
-    return KgsimTokens.from_path(load_graph(data_path), data_path)
-
-
-def load_data(data: str, data_path: str | Path, cfg: BridgeConfig,
-              fmt=None) -> tuple[dict[str, list[QAExample]], dict]:
-    """``({"train", "dev", "test"[, "2hop", "facts"]}: examples, info)`` for a dataset name
-    (synthetic: in the prompt format `fmt`, default :func:`prompt_format`).
-
-    Raises:
-        BridgeError: unknown dataset name. DatasetFileError: missing or malformed files.
-    """
-    d = cfg.data
-    fmt = fmt or prompt_format(data, data_path, cfg)
-    if fmt is not TEXT:
-        facts = fmt.examples()
-        parts = _partition(facts, d, cfg.seed)
-        return {**parts, "2hop": fmt.two_hop_examples(), "facts": facts}, {"format": fmt.name,
-                                                                         "vocab": fmt.vocab.to_json()}
-    if data == "entityquestions":
-        n = d.max_per_relation or None
-        return {s: load_entityquestions(data_path, s, max_per_relation=n) for s in ("train", "dev", "test")}, {}
-    if data == "popqa":
-        return _partition(load_popqa(data_path), d, cfg.seed), {}
-    if data == "mmlu":
-        return _partition(load_mmlu(data_path), d, cfg.seed), {}
-    if data == "synthetic":
-        kg = load_graph(data_path)
-        vb = Verbalizer.from_graph(kg, stream(cfg.seed, "bridge-names"))
-        facts = synthetic_examples(kg, vb, d.question_form)
-        parts = _partition(facts, d, cfg.seed)
-        return {**parts, "2hop": two_hop_examples(kg, vb), "facts": facts}, {"template_version": TEMPLATE_VERSION}
-    raise BridgeError(f"data = {data!r}: choose one of {list(DATASETS)}")
-
-
-def _round_robin(groups: dict[str, list[QAExample]], n: int) -> list[QAExample]:
-    """Up to n examples taking one per relation in turn (balanced across relations)."""
-    out, k = [], 0
-    while len(out) < n and any(k < len(g) for g in groups.values()):
-        out += [g[k] for g in groups.values() if k < len(g)][: n - len(out)]
-        k += 1
-    return out
-
-
-def select(splits: dict[str, list[QAExample]], cfg: BridgeConfig) -> Selection:
-    """Choose FT relations, demonstration pools, candidates, dev and test sets (seeded)."""
-    d, seed = cfg.data, cfg.seed
-    train = {r: _shuffled(x, stream(seed, f"bridge-train/{r}")) for r, x in by_relation(splits["train"]).items()}
-    rels = sorted(train)
-    if d.ft_relations:
-        missing = [r for r in d.ft_relations if r not in train]
-        if missing:
-            raise BridgeError(f"data.ft_relations: {missing} not in the training data (relations: {rels})")
-        ft = list(d.ft_relations)
-    else:
-        if d.n_ft_relations > len(rels):
-            raise BridgeError(f"data.n_ft_relations = {d.n_ft_relations}: the data has {len(rels)} relations")
-        ft = sorted(rels[i] for i in stream(seed, "bridge-ft-relations").choice(len(rels), d.n_ft_relations, replace=False))
-    other = [r for r in rels if r not in ft]
-    demos = {r: x[: d.n_demo_pool] for r, x in train.items()}
-    per_rel = max(d.n_candidates // len(ft), 1)
-    candidates = [e for r in ft for e in train[r][d.n_demo_pool:d.n_demo_pool + per_rel]]
-
-    def pick(split: str, relations: list[str], n: int, name: str) -> list[QAExample]:
-        groups = by_relation([e for e in splits[split] if e.relation in set(relations)])
-        return _round_robin({r: _shuffled(groups.get(r, []), stream(seed, f"bridge-{name}/{r}")) for r in relations}, n)
-
-    sel = Selection(ft, other, demos, candidates, pick("dev", ft, d.dev_size, "dev"),
-                    pick("test", ft, d.test_size, "test"), pick("test", other, 2 * d.test_size, "test-other"))
-    if splits.get("2hop"):
-        two = _shuffled(splits["2hop"], stream(seed, "bridge-2hop"))
-        if d.format == "kgsim-tokens":      # demonstrations of the query's own r1∘r2 (kgsim.world.prompts.two_hop_demos)
-            groups = {r: g for r, g in by_relation(two).items() if len(g) > cfg.eval.cot_shots}
-            sel.two_hop_demos = [e for g in groups.values() for e in g[: d.n_demo_pool]]
-            sel.two_hop = _round_robin({r: g[d.n_demo_pool:] for r, g in groups.items()}, d.two_hop_size)
-        else:
-            sel.two_hop_demos, sel.two_hop = two[: d.n_demo_pool], two[d.n_demo_pool:d.n_demo_pool + d.two_hop_size]
-        fact_by_id = {e.fact_id: e for e in splits["facts"]}
-        hop_ids = sorted({f for e in sel.two_hop for f in e.path})
-        sel.hops, sel.facts = [fact_by_id[f] for f in hop_ids], splits["facts"]
-    return sel
-
-
-def balanced_sets(candidates: Sequence[QAExample], slick: dict, d: DataConfig) -> tuple[list[QAExample], list[QAExample]]:
-    """FT-Known and FT-Unknown: equal counts per relation, ``ft_size`` each at most.
-
-    Raises:
-        BridgeError: no relation has both Known and Unknown candidates.
-    """
-    known = by_relation([e for e in candidates if slick[e.id].category in d.known_categories])
-    unknown = by_relation([e for e in candidates if slick[e.id].category == "Unknown"])
-    pairs = {r: min(len(known.get(r, [])), len(unknown.get(r, []))) for r in sorted({e.relation for e in candidates})}
-    if not any(pairs.values()):
-        raise BridgeError(f"no balanced fine-tuning sets: {sum(map(len, known.values()))} Known and "
-                          f"{sum(map(len, unknown.values()))} Unknown candidates, never in the same relation; "
-                          "raise data.n_candidates or change data.known_categories")
-    kn = _round_robin({r: known[r][:m] for r, m in pairs.items() if m}, d.ft_size)
-    counts = {r: sum(e.relation == r for e in kn) for r in pairs}
-    unk = [e for r in pairs for e in unknown.get(r, [])[: counts[r]]]
-    return kn, unk
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,31 +110,11 @@ def balanced_sets(candidates: Sequence[QAExample], slick: dict, d: DataConfig) -
 # --------------------------------------------------------------------------------------------
 
 def _hash(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return content_hash(parts)
 
 
 def _ids(examples: Sequence[QAExample]) -> list[str]:
     return [e.id for e in examples]
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "transformers", "peft", "accelerate", "numpy", "kgsim"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 class _Processes:
@@ -347,27 +158,29 @@ class _Base:
 
 def _similarity(sel: Selection, ft_sets: dict, base: _Base, cfg: BridgeConfig, key: str, out: Path,
                 procs: _Processes, fmt=TEXT) -> dict[str, list[QAExample]]:
-    """Similarity-defined test splits (cached in splits.json under `key`): ``near-id`` /
-    ``open-world`` from the other relations' tests, ``sim-1..n`` buckets of all one-hop tests;
+    """Similarity-defined test splits (cached in splits.json under `key`): ``sim-near-id`` /
+    ``sim-open-world`` from the other relations' tests, ``sim-1..n`` buckets of all one-hop tests;
     similarity is to FT-Known ∪ FT-Unknown in the base model's representation space."""
     path = out / "splits.json"
     pooled = sel.test_id + sel.test_other
     if procs.is_main:
         cached = json.loads(path.read_text()) if path.is_file() else {}
         if cached.get("similarity_key") != key:
-            reference = ft_sets["ft-known"] + ft_sets["ft-unknown"]
+            reference = ft_sets[FT_KNOWN] + ft_sets[FT_UNKNOWN]
             sim = max_similarity(*base.get(), reference, pooled, cfg.eval.batch_size, fmt=fmt)
-            near, far = split_by_similarity(sel.test_other, sim[len(sel.test_id):], cfg.data.near_quantile)
-            parts = {"near-id": near[: cfg.data.test_size], "open-world": far[: cfg.data.test_size]}
+            near, far = split_at_quantile(sim[len(sel.test_id):], cfg.data.near_quantile)
+            parts = {SIM_NEAR_ID: [sel.test_other[i] for i in near[: cfg.data.test_size]],
+                     SIM_OPEN_WORLD: [sel.test_other[i] for i in far[: cfg.data.test_size]]}
             if cfg.data.sim_buckets:
-                parts |= similarity_buckets(pooled, sim, cfg.data.sim_buckets)
+                buckets = similarity_buckets(sim, cfg.data.sim_buckets)
+                parts |= {name: [pooled[i] for i in b] for name, b in zip(sim_bucket_names(len(buckets)), buckets)}
             cached = {"similarity_key": key, "similarity": {e.id: float(x) for e, x in zip(pooled, sim)},
                       **{k: _ids(v) for k, v in parts.items()}}
             path.write_text(json.dumps(cached, indent=1))
     procs.barrier()
     cached = json.loads(path.read_text())
     by_id = {e.id: e for e in pooled}
-    names = ["near-id", "open-world"] + [f"sim-{i + 1}" for i in range(cfg.data.sim_buckets)]
+    names = [SIM_NEAR_ID, SIM_OPEN_WORLD, *sim_bucket_names(cfg.data.sim_buckets)]
     return {k: [by_id[i] for i in cached[k]] for k in names}
 
 
@@ -407,14 +220,14 @@ class _Run:
             slick = categorise(*base.get(), sel.candidates, sel.demos, cfg.probe, progress=self.progress, **kw)
         procs.barrier()
         slick = slick or cached_categories(sel.candidates, sel.demos, cfg.probe, **kw)
-        ft_sets = dict(zip(MODELS, balanced_sets(sel.candidates, slick, cfg.data)))
+        ft_sets = dict(zip(FT_MODELS, balanced_sets(sel.candidates, slick, cfg.data, cfg.seed)))
         self.bar.update()
         self.stage("similarity split")
-        sim_key = _hash(self.mkey, _ids(ft_sets["ft-known"]), _ids(ft_sets["ft-unknown"]), _ids(sel.test_id),
+        sim_key = _hash(self.mkey, _ids(ft_sets[FT_KNOWN]), _ids(ft_sets[FT_UNKNOWN]), _ids(sel.test_id),
                         _ids(sel.test_other), cfg.data.near_quantile, cfg.data.test_size, cfg.data.sim_buckets)
         by_sim = _similarity(sel, ft_sets, base, cfg, sim_key, out, procs, self.fmt)
         base.release()
-        tests = {"id": sel.test_id, **by_sim, TWO_HOP_SPLIT: sel.two_hop, HOPS_SPLIT: sel.hops}
+        tests = {ID: sel.test_id, **by_sim, TWO_HOP: sel.two_hop, TWO_HOP_HOPS: sel.hops}
         tests = {k: v for k, v in tests.items() if v}
         if procs.is_main:
             ids = {"ft_relations": sel.ft_relations, "candidates": _ids(sel.candidates), "dev": _ids(sel.dev),
@@ -428,7 +241,7 @@ class _Run:
     def finetune(self, ft_sets: dict) -> tuple[dict, dict]:
         """FT-Known and FT-Unknown (every process: the Trainer may run data-parallel)."""
         summaries, keys = {}, {}
-        for name in MODELS:
+        for name in FT_MODELS:
             self.stage(f"fine-tune {name}")
             keys[name] = _hash(self.mkey, dataclasses.asdict(self.cfg.finetune), self.cfg.runtime.dtype,
                                self.cfg.seed, _ids(ft_sets[name]), _ids(self.sel.dev))
@@ -441,7 +254,7 @@ class _Run:
         """Every (model, stage) on every split and prompt (main process); returns {edge key: file}."""
         sel, cfg = self.sel, self.cfg
         files: dict[tuple, str] = {}
-        for name in MODELS:
+        for name in FT_MODELS:
             for stage in STAGES:
                 self.stage(f"evaluate {name}/{stage}")
                 key = _hash(ft_keys[name], stage, dataclasses.asdict(cfg.eval), cfg.runtime.dtype, cfg.seed,
@@ -496,7 +309,7 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
     sel = select(splits, cfg)
     _write_json(out / "run.json", {"schema": SCHEMA, "model_dir": str(model_dir), "model_key": mkey, "data": data,
                                    "data_path": str(Path(data_path).resolve()), **info, "config": to_dict(cfg),
-                                   "versions": _versions(), "git_commit": _git_commit()}, procs)
+                                   "environment": environment()}, procs)
     n_steps = 2 + (2 if until != "categorise" else 0) + (4 if until == "evaluate" else 0)
     bar = tqdm(total=n_steps, desc="bridge", disable=not progress or not procs.is_main)
     skey = mkey if fmt is TEXT else _hash(mkey, fmt.name)         # stage cache keys (text keys unchanged)
@@ -531,9 +344,9 @@ def _check_eval_context(model_dir: Path, tests: dict, sel: Selection, cfg: Bridg
     lengths = prompt_lengths(load_tokenizer(model_dir), tests, sel.demos, cfg.eval, two_hop_pool=sel.two_hop_demos,
                              seed=cfg.seed)
     for (split, prompt), n in sorted(lengths.items(), key=lambda kv: -kv[1]):
-        new = cfg.eval.cot_max_new_tokens if prompt == "cot" else cfg.eval.max_new_tokens
+        new = cfg.eval.cot_max_new_tokens if prompt == COT else cfg.eval.max_new_tokens
         if n + new > n_pos:
-            key = "eval.cot_shots, eval.cot_max_new_tokens" if prompt in ("cot", "direct-2hop") else \
+            key = "eval.cot_shots, eval.cot_max_new_tokens" if prompt in TWO_HOP_PROMPTS else \
                 "eval.k_shots, eval.max_new_tokens"
             raise ContextLengthError(f"{split} / {prompt} prompts: up to {n} tokens + {new} to generate exceed the "
                                      f"model's n_positions = {n_pos}; lower {key}, or use a model with a longer context")
@@ -580,20 +393,20 @@ def _results(model_dir, mkey, data, data_path, cfg, sel, slick, ft_sets, tests, 
              out: Path) -> dict:
 
     counts = {"relations_ft": sel.ft_relations, "relations_other": sel.other_relations,
-              "candidates": len(sel.candidates), "categories": category_counts(slick),
+              "candidates": len(sel.candidates), "categories": category_counts(r.category for r in slick.values()),
               **{m: len(x) for m, x in ft_sets.items()}, "dev": len(sel.dev),
               "splits": {k: len(v) for k, v in tests.items()}}
     res = {"schema": SCHEMA, "model_dir": str(model_dir), "model_key": mkey, "data": data,
-           "data_path": str(Path(data_path).resolve()), "config": to_dict(cfg), "versions": _versions(),
-           "git_commit": _git_commit(), "counts": counts, "finetune": ft_summary, "accuracy": [], "gap": []}
+           "data_path": str(Path(data_path).resolve()), "config": to_dict(cfg), "environment": environment(),
+           "counts": counts, "finetune": ft_summary, "accuracy": [], "gap": []}
     if data == "synthetic":
         exp = {c: [e.exposure for e in sel.candidates if slick[e.id].category == c] for c in CATEGORIES}
         res["exposure_by_category"] = {c: {"n": len(v), "mean_exposure": float(np.mean(v)) if v else None}
                                        for c, v in exp.items()}
-    facts: dict[tuple, float] = {}
+    edge_sets = []
     for (m, st, split, p), fname in sorted(edge_files.items()):
         es = EdgeSet.load(out / "edges" / fname)
-        facts[(m, st, split, p)] = es.fact()
+        edge_sets.append(es)
         row = {"model": m, "stage": st, "split": split, "prompt": p, "n": es.n, "correct": es.size,
                "fact": es.fact(), "file": f"edges/{fname}"}
         if "kgsim_correct" in es.meta:                  # kgsim's measurement of the same checkpoint and prompts
@@ -605,11 +418,9 @@ def _results(model_dir, mkey, data, data_path, cfg, sel, slick, ft_sets, tests, 
         res["agreement"] = {"rows": len(sims), "n": sum(r["n"] for r in sims),
                             "n_disagree": sum(r["n_disagree"] for r in sims),
                             "max_abs_diff": max(abs(r["fact"] - r["kgsim_fact"]) for r in sims)}
-    for (m, st, split, p), fk in sorted(facts.items()):
-        if m == "ft-known" and ("ft-unknown", st, split, p) in facts:
-            fu = facts[("ft-unknown", st, split, p)]
-            res["gap"].append({"stage": st, "split": split, "prompt": p, "fact_known": fk, "fact_unknown": fu,
-                               "delta": fk - fu})
+    pairs = gap_pairs(edge_sets)                       # kgsim's gap, on the same pairs
+    res["gap"] = [{"stage": st, "split": split, "prompt": p, "fact_known": kn.fact(), "fact_unknown": unk.fact(),
+                   "delta": gap(kn, unk)} for (st, split, p), (kn, unk) in sorted(pairs.items())]
     return res
 
 

@@ -26,7 +26,6 @@ stream of ``cfg.seed``; the same configuration gives the same files.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -38,9 +37,10 @@ from kgsim.core import rng as rngs
 from kgsim.core.config import ExperimentConfig, to_toml
 from kgsim.core.io import atomic_dir, write_json
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.provenance import content_hash
 from kgsim.nn.model import build_model, to_hf
 from kgsim.nn.train import TokenRows, train
-from kgsim.study.stages import EXPOSURE_BUCKETS
+from kgsim.study.memorisation import memorisation_table
 from kgsim.world.graph import generate
 from kgsim.world.plots import plot_pretraining
 from kgsim.world.splits import assign_qa_subjects
@@ -59,9 +59,8 @@ class VerbalisedError(ValueError):
 def config_hash(cfg: ExperimentConfig, vocab_size: int) -> str:
     """Hash of what decides the pretrained model: the graph, corpus, model and pretrain sections, the
     seed and the BPE vocabulary size (other sections, e.g. finetune, may change freely)."""
-    blob = json.dumps({"sections": cfg.section_hash("graph", "corpus", "model", "pretrain"),
-                       "vocab_size": vocab_size, "version": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_hash({"sections": cfg.section_hash("graph", "corpus", "model", "pretrain"),
+                         "vocab_size": vocab_size, "version": 1})
 
 
 def verbalised_graph(cfg: ExperimentConfig) -> tuple[KnowledgeGraph, np.ndarray]:
@@ -152,7 +151,8 @@ def base_accuracy(hf, tokenizer, kg: KnowledgeGraph, vb: Verbalizer, qa_subjects
                   seed: int, batch_size: int = 256) -> dict:
     """On a seeded sample of `n` facts: statement completion (``'<s> was born in'`` -> the answer)
     and zero-shot QA accuracy by exposure bucket, and the extraction rate (zero-shot QA accuracy on
-    facts of statement-only subjects that the model completes as statements), kgsim's definitions."""
+    facts of statement-only subjects that the model completes as statements), by kgsim's rule
+    (:func:`kgsim.study.memorisation.memorisation_table`; an empty mean is None)."""
     idx = np.sort(rngs.stream(seed, "verbalised-probe").choice(kg.n_facts, min(n, kg.n_facts), replace=False))
     prefixes, answers = [], []
     for i in idx.tolist():
@@ -163,22 +163,12 @@ def base_accuracy(hf, tokenizer, kg: KnowledgeGraph, vb: Verbalizer, qa_subjects
     st = generate_text(hf, tokenizer, prefixes, max_new_tokens=12, batch_size=batch_size)
     qa = generate_text(hf, tokenizer, [zero_shot(vb.question(int(kg.s[i]), int(kg.r[i]))) for i in idx],
                        max_new_tokens=12, batch_size=batch_size)
-    ok_st = np.array([is_correct(t.split(".")[0], a) for t, a in zip(st, answers)])
-    ok_qa = np.array([is_correct(t, a) for t, a in zip(qa, answers)])
+    ok_st = np.array([is_correct(t.split(".")[0], a) for t, a in zip(st, answers)], bool)
+    ok_qa = np.array([is_correct(t, a) for t, a in zip(qa, answers)], bool)
     exp, plain = kg.exposure[idx], ~qa_subjects[kg.s[idx]]
-
-    def mean(x):
-        return float(x.mean()) if len(x) else None
-
-    buckets = []
-    for lo, hi in EXPOSURE_BUCKETS:
-        m = (exp >= lo) & (exp <= hi)
-        buckets.append({"exposure": f"{lo}-{hi}" if hi < 10**9 else f">={lo}", "n": int(m.sum()),
-                        "statement_acc": mean(ok_st[m]), "qa_acc_statement_only_subjects": mean(ok_qa[m & plain]),
-                        "qa_acc_qa_subjects": mean(ok_qa[m & ~plain])})
-    return {"n_facts": len(idx), "buckets": buckets, "statement_acc_exposed": mean(ok_st[exp > 0]),
-            "statement_acc_never_shown": mean(ok_st[exp == 0]), "extraction_rate": mean(ok_qa[ok_st & plain]),
-            "qa_acc_qa_subjects": mean(ok_qa[~plain & (exp > 0)])}
+    known_qa = ok_qa[~plain & (exp > 0)]
+    return {"n_facts": len(idx), **memorisation_table(exp, ok_st, ok_qa, plain, missing=None),
+            "qa_acc_qa_subjects": float(known_qa.mean()) if len(known_qa) else None}
 
 
 __all__ = ["VerbalisedError", "base_accuracy", "config_hash", "document_rows", "pretrain_verbalised",

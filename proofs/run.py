@@ -4,9 +4,11 @@ A run measures E(θ, P) for every model, stage, split and prompt. :func:`check_r
 dict keyed ``(model, stage, split, prompt)``:
 
 - model: ``"ft-known"`` or ``"ft-unknown"``; stage: ``"es"`` or ``"con"`` (any string works);
-- split: ``"id"``, ``"near-id"``, ``"open-world"``, ... (any string);
+- split: ``"id"``, ``"near-id"``, ``"open-world"``, ``"2hop"``, ... (any string);
 - prompt: ``"zero-shot"``, ``f"{k}-shot"``, ``"cot"`` (the 2-hop CoT prompt), ``"direct-2hop"``
   (the 2-hop query without CoT).
+
+(the names of :mod:`kgsim.core.names`).
 
 For every (stage, split) with both models it holds P1 under each prompt and, for each prompt P
 against its base prompt over the same test set (``"zero-shot"``, else ``"direct-2hop"``), L1, C1,
@@ -33,6 +35,7 @@ from typing import Mapping
 import numpy as np
 
 from kgsim.core.edges import EdgeSet
+from kgsim.core.names import BASE_PROMPTS, COT, DIRECT_TWO_HOP, FT_KNOWN, FT_MODELS, FT_UNKNOWN, TWO_HOP, ZERO_SHOT
 
 from .core import CheckResult
 from .statements import (
@@ -46,9 +49,6 @@ from .statements import (
     gains_losses,
     lookup,
 )
-
-MODELS = ("ft-known", "ft-unknown")
-BASE_PROMPTS = ("zero-shot", "direct-2hop")
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,9 +74,9 @@ class TwoHopEvidence:
     cot_correct: Mapping[tuple[str, str], np.ndarray]     # (model, stage) -> bool [Q]
     weights: np.ndarray | None = None                     # float [Q]; None = uniform
     query_ids: np.ndarray | None = None                   # int64 [Q], optional
-    one_hop_prompt: str = "zero-shot"
+    one_hop_prompt: str = ZERO_SHOT
     one_hop_splits: tuple[str, ...] | None = None         # None = every split of the run
-    label: str = "two-hop"
+    label: str = TWO_HOP
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,8 +117,8 @@ class TwoHopEvidence:
         return cls(fact_ids(kg, s, r1, m), fact_ids(kg, m, r2, a), cot_correct, **kwargs)
 
     @classmethod
-    def from_run(cls, edge_sets: Mapping, hop1_ids, hop2_ids, query_ids, *, split: str = "two-hop",
-                 prompt: str = "cot", **kwargs) -> "TwoHopEvidence":
+    def from_run(cls, edge_sets: Mapping, hop1_ids, hop2_ids, query_ids, *, split: str = TWO_HOP,
+                 prompt: str = COT, **kwargs) -> "TwoHopEvidence":
         """Evidence whose CoT outcomes are read from a run's edge sets keyed (model, stage,
         ``split``, ``prompt``), whose ``test_ids`` are the composed queries' ids ``query_ids``
         (int [Q], aligned with ``hop1_ids`` and ``hop2_ids``). Raises ValueError if no edge set
@@ -155,7 +155,7 @@ def fact_ids(kg, s: np.ndarray, r: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 def _prompt_order(prompt: str) -> tuple:
     m = re.fullmatch(r"(\d+)-shot", prompt)
-    fixed = {"zero-shot": 0, "direct-2hop": 2, "cot": 3}
+    fixed = {ZERO_SHOT: 0, DIRECT_TWO_HOP: 2, COT: 3}
     return (1, int(m.group(1)), prompt) if m else (fixed.get(prompt, 4), 0, prompt)
 
 
@@ -167,8 +167,8 @@ def _validate_keys(edge_sets: Mapping) -> None:
     for key, e in edge_sets.items():
         if not (isinstance(key, tuple) and len(key) == 4 and all(isinstance(k, str) for k in key)):
             raise ValueError(f"edge_sets key {key!r}: expected (model, stage, split, prompt) strings")
-        if key[0] not in MODELS:
-            raise ValueError(f"edge_sets key {key!r}: model {key[0]!r} is not one of {MODELS}")
+        if key[0] not in FT_MODELS:
+            raise ValueError(f"edge_sets key {key!r}: model {key[0]!r} is not one of {FT_MODELS}")
         if not isinstance(e, EdgeSet):
             raise ValueError(f"edge_sets[{key!r}] is a {type(e).__name__}, expected kgsim.core.edges.EdgeSet")
 
@@ -214,10 +214,10 @@ def _cot_checks(edge_sets: Mapping, ev: TwoHopEvidence, delta: float) -> list[Ch
         out.append(_scoped(r, f"{model} · {stage} · {ev.label} · cot",
                            [("one-hop measurements agree across splits", consistent)]))
     for stage in sorted({st for _, st in one_hop}):
-        if ("ft-known", stage) in one_hop and ("ft-unknown", stage) in one_hop:
-            r = check_cot_gap(one_hop[("ft-known", stage)], one_hop[("ft-unknown", stage)], ev.hop1_ids,
-                              ev.hop2_ids, ev.cot_correct[("ft-known", stage)],
-                              ev.cot_correct[("ft-unknown", stage)], weights=ev.weights, delta=delta)
+        if (FT_KNOWN, stage) in one_hop and (FT_UNKNOWN, stage) in one_hop:
+            r = check_cot_gap(one_hop[(FT_KNOWN, stage)], one_hop[(FT_UNKNOWN, stage)], ev.hop1_ids,
+                              ev.hop2_ids, ev.cot_correct[(FT_KNOWN, stage)],
+                              ev.cot_correct[(FT_UNKNOWN, stage)], weights=ev.weights, delta=delta)
             out.append(_scoped(r, f"{stage} · {ev.label} · cot"))
     return out
 
@@ -242,7 +242,7 @@ def check_run(edge_sets: Mapping[tuple[str, str, str, str], EdgeSet], two_hop: T
         both = {p: g for (st, sp, p), g in groups.items() if (st, sp) == (stage, split) and len(g) == 2}
         prompts = sorted(both, key=_prompt_order)
         for p in prompts:
-            kn, unk = both[p]["ft-known"], both[p]["ft-unknown"]
+            kn, unk = both[p][FT_KNOWN], both[p][FT_UNKNOWN]
             if not _same_t(kn, unk):
                 raise ValueError(f"({stage!r}, {split!r}, {p!r}): ft-known and ft-unknown were measured on "
                                  f"different test sets (N={kn.n} vs N={unk.n}); the gap is undefined")
@@ -250,10 +250,10 @@ def check_run(edge_sets: Mapping[tuple[str, str, str, str], EdgeSet], two_hop: T
         for p in (p for p in prompts if p not in BASE_PROMPTS):
             q = both[p]
             base = next((b for b in BASE_PROMPTS if b in both and _same_t(
-                both[b]["ft-known"], both[b]["ft-unknown"], q["ft-known"], q["ft-unknown"])), None)
+                both[b][FT_KNOWN], both[b][FT_UNKNOWN], q[FT_KNOWN], q[FT_UNKNOWN])), None)
             if base is not None:
                 b = both[base]
-                out += _prompt_checks(b["ft-known"], b["ft-unknown"], q["ft-known"], q["ft-unknown"],
+                out += _prompt_checks(b[FT_KNOWN], b[FT_UNKNOWN], q[FT_KNOWN], q[FT_UNKNOWN],
                                       f"{stage} · {split} · {p} vs {base}", delta)
     if two_hop is not None:
         out += _cot_checks(edge_sets, two_hop, delta)

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from kgsim.core.edges import EdgeSet
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.names import ES, FT_MODELS, ID, NEAR_ID, STAGES
 
 from .run import TwoHopEvidence, fact_ids
 
@@ -329,10 +330,10 @@ def two_hop_instances(draw, path_following: bool = True) -> tuple[KnowledgeGraph
     h1 = fact_ids(kg, rows[:, 0], rows[:, 1], rows[:, 3])
     h2 = fact_ids(kg, rows[:, 3], rows[:, 2], rows[:, 4])
     edge_sets, cot = {}, {}
-    for model in ("ft-known", "ft-unknown"):
-        e = EdgeSet(test_ids, _mask(draw, kg.n_facts), model=model, test_set="id")
-        edge_sets[(model, "es", "id", "zero-shot")] = e
-        cot[(model, "es")] = e.correct[h1] & e.correct[h2] if path_following else _mask(draw, len(rows))
+    for model in FT_MODELS:
+        e = EdgeSet(test_ids, _mask(draw, kg.n_facts), model=model, stage=ES, split=ID)
+        edge_sets[e.key] = e
+        cot[(model, ES)] = e.correct[h1] & e.correct[h2] if path_following else _mask(draw, len(rows))
     return kg, edge_sets, TwoHopEvidence.from_graph(kg, cot, rows)
 
 
@@ -341,11 +342,11 @@ def runs(draw, max_n: int = 6) -> dict:
     """A run's edge sets keyed (model, stage, split, prompt): stages es/con, splits id/near-id,
     prompts zero-shot and 3-shot, each split its own T (N ≤ ``max_n``) and weights."""
     out = {}
-    for split in draw(_subset(("id", "near-id"), 1, None)):
+    for split in draw(_subset((ID, NEAR_ID), 1, None)):
         n = draw(_ints(1, max_n))
         test_ids = np.arange(n, dtype=np.int64) + (0 if split == "id" else 100)
         w = draw(weights(n))
-        for stage in draw(_subset(("es", "con"), 1, None)):
+        for stage in draw(_subset(STAGES, 1, None)):
             kn0, unk0 = _pair(draw, test_ids, w, None)
             for e in (kn0, unk0):
                 out[(e.model, stage, split, "zero-shot")] = e

@@ -128,7 +128,7 @@ def test_bridge_run_on_a_kgsim_export_end_to_end(export, tmp_path, capsys):
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["data"]["format"] == "kgsim-tokens" and res["counts"]["ft-known"] > 0
-    assert {r["split"] for r in res["accuracy"]} >= {"id", "near-id", "open-world", "2hop", "2hop-hops"}
+    assert {r["split"] for r in res["accuracy"]} >= {"id", "sim-near-id", "sim-open-world", "2hop", "2hop-hops"}
     for r in res["accuracy"]:
         assert abs(r["fact"] - r["kgsim_fact"]) <= 0.01 and r["n_disagree"] <= 0.01 * r["n"]
     assert res["agreement"]["rows"] == len(res["accuracy"]) and res["agreement"]["max_abs_diff"] <= 0.01

@@ -17,10 +17,11 @@ import torch
 
 from kgsim.core.config import GraphConfig
 from kgsim.core.edges import EdgeSet
+from kgsim.core.names import FT_MODELS, STAGES
 from kgsim.core.rng import stream
 from kgsim.world.graph import generate
 from llm_bridge.datasets import two_hop_examples
-from llm_bridge.evaluate import MODELS, STAGES, load_edgesets
+from llm_bridge.evaluate import load_edgesets
 from llm_bridge.finetune import load_checkpoint
 from llm_bridge.models import build_tokenizer, pretrain, save_model, tiny_llama
 from llm_bridge.pipeline import bridge_config, run_bridge
@@ -28,7 +29,7 @@ from llm_bridge.verbalize import Verbalizer, name_graph, pretraining_documents
 
 torch.set_num_threads(1)
 
-SPLITS_1HOP = ("id", "near-id", "open-world", "sim-1", "sim-2")
+SPLITS_1HOP = ("id", "sim-near-id", "sim-open-world", "sim-1", "sim-2")
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def base(tmp_path_factory):
 
 def _check_contracts(res: dict, out, cfg) -> None:
     c = res["counts"]
-    assert res["schema"] == "kgsim-bridge/1" and c["ft-known"] == c["ft-unknown"] > 0
+    assert res["schema"] == "kgsim-bridge/2" and c["ft-known"] == c["ft-unknown"] > 0
     assert sum(c["categories"].values()) == c["candidates"]
     sets = json.loads((out / "splits.json").read_text())
     rel = {e: e.split("/")[0] for e in sets["candidates"]}
@@ -59,11 +60,11 @@ def _check_contracts(res: dict, out, cfg) -> None:
     edges = load_edgesets(out / "edges")
     splits = [s for s in (*SPLITS_1HOP, "2hop", "2hop-hops") if c["splits"].get(s)]
     assert {"id", "2hop", "2hop-hops"} <= set(splits)
-    want = {(m, st, sp, p) for m in MODELS for st in STAGES for sp in splits for p in cfg.eval.prompt_names(sp)}
+    want = {(m, st, sp, p) for m in FT_MODELS for st in STAGES for sp in splits for p in cfg.eval.prompt_names(sp)}
     assert set(edges) == want and len(res["accuracy"]) == len(want)
     for m, st, sp, p in want:
         kn, unk = edges[("ft-known", st, sp, p)], edges[("ft-unknown", st, sp, p)]
-        assert isinstance(kn, EdgeSet) and (kn.model, unk.model) == (f"ft-known/{st}", f"ft-unknown/{st}")
+        assert isinstance(kn, EdgeSet) and (kn.key, unk.key) == (("ft-known", st, sp, p), ("ft-unknown", st, sp, p))
         assert np.array_equal(kn.test_ids, unk.test_ids)                     # the same test set T
         assert kn.meta["induced"] == unk.meta["induced"]                     # the same prompts
         gap = next(g for g in res["gap"] if (g["stage"], g["split"], g["prompt"]) == (st, sp, p))
@@ -71,7 +72,7 @@ def _check_contracts(res: dict, out, cfg) -> None:
     for p in cfg.eval.prompt_names("id")[1:]:
         k = int(p.split("-")[0])
         assert all(len(ind) == k for ind in edges[("ft-known", "es", "id", p)].meta["induced"])
-    for name in MODELS:
+    for name in FT_MODELS:
         ft = res["finetune"][name]
         best = max(h["dev_acc"] for h in ft["history"])
         assert ft["es_dev_acc"] == best and ft["es_step"] == min(h["step"] for h in ft["history"] if h["dev_acc"] == best)
@@ -93,7 +94,7 @@ def test_full_finetuning_end_to_end(base):
     if res["finetune"]["ft-known"]["es_step"] != res["finetune"]["ft-known"]["con_step"]:
         assert not torch.equal(es_model.lm_head.weight, con_model.lm_head.weight)
     run = json.loads((out / "run.json").read_text())
-    assert run["config"]["probe"]["n_shots"] == 2 and run["versions"]["transformers"]
+    assert run["config"]["probe"]["n_shots"] == 2 and run["environment"]["transformers"]
     # resumable: a rerun reuses every stage and gives the same results
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.json") if p.name not in ("results.json", "run.json", "splits.json")}
     again = run_bridge(base / "base", "synthetic", base / "graph.npz", cfg, out, progress=False)
@@ -109,7 +110,7 @@ def test_lora_end_to_end_in_stages(base):
     res = run_bridge(base / "base", "synthetic", base / "graph.npz", cfg, out, progress=False)
     assert res["counts"] == first["counts"]
     _check_contracts(res, out, cfg)
-    for name in MODELS:
+    for name in FT_MODELS:
         files = {p.name for p in (out / name / "es").iterdir()}
         assert "adapter_model.safetensors" in files and "model.safetensors" not in files
     info = json.loads((out / "ft-unknown" / "con" / "bridge_checkpoint.json").read_text())

@@ -10,6 +10,7 @@ import torch
 from kgsim.core.config import ConfigError, GraphConfig
 from kgsim.core.edges import EdgeSet
 from kgsim.core.rng import stream
+from kgsim.core.selection import similarity_buckets, split_at_quantile
 from kgsim.world.graph import generate
 from llm_bridge import prompts
 from llm_bridge.datasets import by_relation, synthetic_examples, two_hop_examples
@@ -22,8 +23,6 @@ from llm_bridge.evaluate import (
     load_edgesets,
     max_similarity,
     save_edgesets,
-    similarity_buckets,
-    split_by_similarity,
 )
 from llm_bridge.finetune import FinetuneConfig, PadCollator, encode_example, load_checkpoint
 from llm_bridge.models import build_tokenizer, tiny_llama
@@ -86,17 +85,17 @@ def test_eval_config_and_keys():
 
 
 def test_similarity_splits_partition(world, tiny):
+    """The bridge's similarities feed kgsim's rules (kgsim.core.selection)."""
     _, facts, _ = world
     model, tok = tiny
     ref, cands = facts[:10], facts[10:31]
     sim = max_similarity(model, tok, ref, cands)
     assert sim.shape == (21,) and (sim <= 1 + 1e-5).all()
-    near, far = split_by_similarity(cands, sim, 0.5)
-    assert len(near) == 11 and len(far) == 10 and {e.id for e in near}.isdisjoint(e.id for e in far)
-    assert min(sim[[cands.index(e) for e in near]]) >= max(sim[[cands.index(e) for e in far]])
-    b = similarity_buckets(cands, sim, 3)
-    assert list(b) == ["sim-1", "sim-2", "sim-3"] and sum(map(len, b.values())) == 21
-    assert np.mean([sim[cands.index(e)] for e in b["sim-1"]]) >= np.mean([sim[cands.index(e)] for e in b["sim-3"]])
+    near, far = split_at_quantile(sim, 0.5)
+    assert len(near) == 11 and len(far) == 10 and set(near.tolist()).isdisjoint(far.tolist())
+    assert min(sim[near]) >= max(sim[far])
+    b = similarity_buckets(sim, 3)
+    assert sum(map(len, b)) == 21 and np.mean(sim[b[0]]) >= np.mean(sim[b[2]])
 
 
 def test_evaluate_model_edgesets_round_trip(world, tiny, tmp_path):
@@ -110,7 +109,7 @@ def test_evaluate_model_edgesets_round_trip(world, tiny, tmp_path):
                           ("ft-known", "es", "2hop", "cot"), ("ft-known", "es", "2hop", "direct-2hop"),
                           ("ft-known", "es", "2hop-hops", "zero-shot")}
     es = edges[("ft-known", "es", "2hop", "cot")]
-    assert isinstance(es, EdgeSet) and es.model == "ft-known/es" and es.test_set == "2hop" and es.n == 3
+    assert isinstance(es, EdgeSet) and es.key == ("ft-known", "es", "2hop", "cot") and es.n == 3
     assert es.meta["path"] == [list(e.path) for e in two[2:5]] and len(es.meta["predictions"]) == 3
     save_edgesets(edges, tmp_path)
     back = load_edgesets(tmp_path)

@@ -6,11 +6,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest
 import torch
 
-import llm_bridge.prompts as bridge_prompts
 import llm_bridge.known as known
+import llm_bridge.prompts as bridge_prompts
 from kgsim.core.config import ConfigError
+from kgsim.core.known import category
 from llm_bridge.datasets import QAExample
-from llm_bridge.known import SliCKConfig, cached_categories, categorise, category, category_counts, exemplar_sets
+from llm_bridge.known import SliCKConfig, cached_categories, categorise, category_counts, exemplar_sets
 from llm_bridge.models import build_tokenizer, tiny_llama
 
 torch.set_num_threads(1)

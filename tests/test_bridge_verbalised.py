@@ -12,10 +12,10 @@ import torch
 from kgsim.cli import main
 from kgsim.core.config import load_config
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.names import FT_MODELS
 from kgsim.core.rng import stream
 from kgsim.nn.model import load_model as load_kgsim
 from llm_bridge.config import bridge_config
-from llm_bridge.evaluate import MODELS
 from llm_bridge.generation import ContextLengthError, generate, next_tokens, sample
 from llm_bridge.models import build_tokenizer, load_model, load_tokenizer
 from llm_bridge.pipeline import run_bridge
@@ -141,7 +141,7 @@ def test_bridge_runs_in_text_form_on_the_export(export, tmp_path):
     cfg = bridge_config("tiny", ["runtime.device=cpu", "runtime.dtype=float32"])
     res = run_bridge(out / "hf", "synthetic", out / "world", cfg, tmp_path / "run", progress=False)
     assert res["counts"]["ft-known"] == res["counts"]["ft-unknown"] > 0
-    assert {a["model"] for a in res["accuracy"]} == set(MODELS)
+    assert {a["model"] for a in res["accuracy"]} == set(FT_MODELS)
     assert {g["split"] for g in res["gap"]} >= {"id", "2hop"}
 
 

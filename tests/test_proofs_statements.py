@@ -240,11 +240,11 @@ def test_check_run_holds_every_applicable_statement(edge_sets):
 
 def test_check_run_pairs_cot_with_the_direct_two_hop_prompt():
     T = np.arange(3)
-    es = {(m, "con", "two-hop", p): EdgeSet(T, np.array(c, bool)) for m, p, c in [
+    es = {(m, "con", "2hop", p): EdgeSet(T, np.array(c, bool)) for m, p, c in [
         ("ft-known", "direct-2hop", [1, 0, 0]), ("ft-unknown", "direct-2hop", [0, 0, 0]),
         ("ft-known", "cot", [1, 1, 0]), ("ft-unknown", "cot", [1, 1, 1])]}
     results = check_run(es)
-    assert [r.scope for r in results][2] == "con · two-hop · cot vs direct-2hop"
+    assert [r.scope for r in results][2] == "con · 2hop · cot vs direct-2hop"
     r1 = next(r for r in results if r.name.startswith("R1"))
     assert r1.holds and r1.assumptions_held and r1.lhs > r1.rhs      # FT-Unknown's advantage reverses the gap
 
@@ -315,8 +315,8 @@ def test_lookup_by_fact_id(test_ids):
 
 def test_two_hop_evidence_from_run_reads_cot_edge_sets():
     queries = np.array([100, 101])
-    es = {("ft-known", "es", "two-hop", "cot"): EdgeSet(queries, np.array([True, False])),
-          ("ft-unknown", "es", "two-hop", "cot"): EdgeSet(queries[::-1], np.array([True, False]))}
+    es = {("ft-known", "es", "2hop", "cot"): EdgeSet(queries, np.array([True, False])),
+          ("ft-unknown", "es", "2hop", "cot"): EdgeSet(queries[::-1], np.array([True, False]))}
     ev = TwoHopEvidence.from_run(es, np.array([0, 1]), np.array([2, 3]), queries)
     assert ev.cot_correct[("ft-unknown", "es")].tolist() == [False, True]
     with pytest.raises(ValueError, match="lacks 1"):

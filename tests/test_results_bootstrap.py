@@ -8,13 +8,13 @@ from kgsim.study.results import bootstrap_gap_intervals, bootstrap_gaps, observa
 
 
 def _sets(correct: dict, n: int | None = None) -> list[EdgeSet]:
-    """Edge sets from {(model, split, prompt): bool array}; test ids 0..n-1 per split."""
-    return [EdgeSet(np.arange(len(c)), np.asarray(c, bool), model=m, prompt=p, test_set=s)
-            for (m, s, p), c in correct.items()]
+    """Edge sets from {(model, stage, split, prompt): bool array}; test ids 0..n-1 per split."""
+    return [EdgeSet(np.arange(len(c)), np.asarray(c, bool), model=m, stage=st, prompt=p, split=s)
+            for (m, st, s, p), c in correct.items()]
 
 
 def _pair(known, unknown, stage="es", split="id", prompt="zero-shot") -> dict:
-    return {(f"ft-known/{stage}", split, prompt): known, (f"ft-unknown/{stage}", split, prompt): unknown}
+    return {("ft-known", stage, split, prompt): known, ("ft-unknown", stage, split, prompt): unknown}
 
 
 def test_same_seed_same_replicates_and_identical_models_give_a_zero_interval():

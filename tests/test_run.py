@@ -60,7 +60,7 @@ def test_smoke_run_writes_everything(smoke_run):
     for fig in ("gap_by_split", "gap_vs_k", "gap_es_vs_con", "direct_vs_cot", "fitting_speed", "memorisation"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     edges = json.loads((out / "seed-0" / "edges.json").read_text())
-    prompts = {(e["model"], e["prompt"]) for e in edges["edge_sets"]}
+    prompts = {(f"{e['model']}/{e['stage']}", e["prompt"]) for e in edges["edge_sets"]}
     assert ("ft-known/es", "1-shot") in prompts and ("ft-unknown/con", "cot") in prompts
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 
 from kgsim.cli.base import UserError, command, resolve_config
 from kgsim.core.io import write_json, write_text
+from kgsim.core.names import shots_of, sim_bucket_index
 from kgsim.nn.model import load_model as load_kgsim
 from kgsim.nn.train import DataError
-from kgsim.study.report import _checks_section, _gap_tables, checks_table
+from kgsim.study.report import checks_section, checks_table, gap_tables
 from kgsim.study.results import (
     aggregate,
     bootstrap_gap_intervals,
@@ -36,11 +37,11 @@ from kgsim.study.results import (
     seed_figures,
     summarise_observation,
 )
-from kgsim.study.runner import _checks
+from kgsim.study.runner import checks_json
 from llm_bridge.agreement import AgreementError, agreement, format_agreement
 from llm_bridge.config import bridge_config
 from llm_bridge.datasets import DatasetFileError
-from llm_bridge.evaluate import load_edgesets
+from llm_bridge.evaluate import load_edgesets, two_hop_queries
 from llm_bridge.generation import ContextLengthError
 from llm_bridge.models import ModelDirError
 from llm_bridge.pipeline import BridgeError, run_bridge
@@ -150,22 +151,14 @@ def _agree(args) -> int:
 
 def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
     """seed-<seed>/edges.json in kgsim's layout, results_kgsim.json and report.md."""
-
-
     edges = load_edgesets(out / "edges")
-    edge_sets = []
-    for (model, stage, _split, _prompt), e in edges.items():
-        label = model if stage in ("-", "") else f"{model}/{stage}"
-        edge_sets.append(type(e)(e.test_ids, e.correct, model=label, prompt=e.prompt, test_set=e.test_set,
-                                 weights=e.weights, meta=e.meta))
-    two_hop = {"rows": [], "hop1": None, "hop2": None}
+    edge_sets, two_hop = list(edges.values()), two_hop_queries(edges)
     write_json(out / f"seed-{seed}" / "edges.json", {"edge_sets": [e.to_json() for e in edge_sets],
-                                                   "two_hop": two_hop, "splits": {}})
+                                                   "two_hop": two_hop.to_json(), "splits": {}})
     figs = seed_figures(edge_sets)
-    per_seed = [{"seed": seed, **figs, "checks": _checks(edge_sets, two_hop)}]
-    k_shots = tuple(int(p.split("-")[0]) for p in {e.prompt for e in edge_sets}
-                    if p.endswith("-shot") and p.split("-")[0].isdigit())
-    sims = sorted({e.test_set for e in edge_sets if e.test_set.startswith("sim-")})
+    per_seed = [{"seed": seed, **figs, "checks": checks_json(edge_sets, two_hop)}]
+    k_shots = tuple(k for k in {shots_of(e.prompt) for e in edge_sets} if k)
+    sims = sorted({e.split for e in edge_sets if sim_bucket_index(e.split)}, key=sim_bucket_index)
     boot = bootstrap_gaps(edge_sets, seed=seed)
     obs = observations(per_seed, tuple(sorted(k_shots)), sims, boot=boot)
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps")} for s in per_seed])
@@ -183,7 +176,7 @@ def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
               "| claim | value (points) | 95% interval | verdict |", "|---|---|---|---|"]
         L += [f"| {k} | {100 * v['mean']:.1f} | [{100 * v['lo']:.1f}, {100 * v['hi']:.1f}] | {v['verdict']} |"
               for k, v in parts.items()] + [""]
-    L += _gap_tables(view, view["aggregate"]) + _checks_section(view)
+    L += gap_tables(view, view["aggregate"]) + checks_section(view)
     write_text(out / "checks.md", checks_table(view))
     path = out / "report.md"
     write_text(path, "\n".join(L))

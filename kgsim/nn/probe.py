@@ -9,7 +9,8 @@ SliCK (Gekhman et al. 2024): over ``n_exemplar_sets`` independent sets of ``n_sh
 demonstrations, P_greedy is the share of sets whose greedy answer is correct and P_sample the
 share of ``n_samples`` temperature-``temperature`` samples per set that are. Categories:
 HighlyKnown (P_greedy = 1), MaybeKnown (0 < P_greedy < 1), WeaklyKnown (P_greedy = 0 < P_sample),
-Unknown (both 0). Coarse Known = P_greedy > 0 or P_sample > 0.
+Unknown (both 0): the one rule of :mod:`kgsim.core.known`, which llm_bridge also applies. Coarse
+Known = P_greedy > 0 or P_sample > 0.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ import torch
 from kgsim.core.config import ProbeConfig
 from kgsim.core.edges import EdgeSet
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.known import categories, category_counts
+from kgsim.core.names import UNKNOWN
 from kgsim.core.rng import stream, torch_generator
 from kgsim.world.corpus import Vocabulary
 from kgsim.world.prompts import PromptBatch, draw_demonstrations, k_shot, zero_shot
-
-CATEGORIES = ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")
 
 
 def _device(model) -> torch.device:
@@ -76,18 +77,21 @@ def correct_of(kg: KnowledgeGraph, vocab: Vocabulary, s: np.ndarray, r: np.ndarr
 
 
 def edges_from_batch(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, batch: PromptBatch, *,
-                     model_name: str = "", test_set: str = "", weights: np.ndarray | None = None, **kw) -> EdgeSet:
-    """E(θ, P) over test facts `facts` for a prompt batch built for exactly those facts."""
+                     model_name: str = "", stage: str = "", split: str = "", weights: np.ndarray | None = None,
+                     **kw) -> EdgeSet:
+    """E(θ, P) over test facts `facts` for a prompt batch built for exactly those facts; the EdgeSet
+    is named (`model_name`, `stage`, `split`, the batch's prompt)."""
     facts = np.asarray(facts, np.int64)
     guess = answers(model, batch, **kw)
     ok = correct_of(kg, vocab, kg.s[facts], kg.r[facts], guess)
     meta = {"induced": batch.induced.tolist()} if batch.induced.size and len(facts) <= 10_000 else {}
-    return EdgeSet(facts, ok, model=model_name, prompt=batch.name, test_set=test_set, weights=weights, meta=meta)
+    return EdgeSet(facts, ok, model=model_name, stage=stage, prompt=batch.name, split=split, weights=weights,
+                   meta=meta)
 
 
 def accessible_edges(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, k: int = 0, *,
                      demos: dict[int, np.ndarray] | None = None, rng: np.random.Generator | None = None,
-                     model_name: str = "", test_set: str = "", **kw) -> EdgeSet:
+                     model_name: str = "", stage: str = "", split: str = "", **kw) -> EdgeSet:
     """E(θ, P) for the zero-shot question (k = 0) or a k-shot prompt whose demonstrations of the
     same relation are drawn (per query, from `demos`, with `rng`); the demonstrations are kept as
     the prompt's induced edge set."""
@@ -99,7 +103,7 @@ def accessible_edges(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.nda
         if demos is None or rng is None:
             raise ValueError("a k-shot prompt needs `demos` and `rng`")
         batch = k_shot(vocab, s, r, draw_demonstrations(r, k, demos, rng, exclude=facts), kg)
-    return edges_from_batch(model, kg, vocab, facts, batch, model_name=model_name, test_set=test_set, **kw)
+    return edges_from_batch(model, kg, vocab, facts, batch, model_name=model_name, stage=stage, split=split, **kw)
 
 
 @dataclass(frozen=True)
@@ -110,21 +114,16 @@ class SliCK:
 
     @property
     def category(self) -> np.ndarray:
-        """object [n]: one of CATEGORIES per fact."""
-        cat = np.full(len(self.facts), "Unknown", dtype=object)
-        cat[self.p_sample > 0] = "WeaklyKnown"
-        cat[self.p_greedy > 0] = "MaybeKnown"
-        cat[self.p_greedy == 1] = "HighlyKnown"
-        return cat
+        """object [n]: each fact's SliCK category (:func:`kgsim.core.known.categories`)."""
+        return categories(self.p_greedy, self.p_sample)
 
     @property
     def known(self) -> np.ndarray:
         """Coarse Known: any exemplar set or sample answered correctly."""
-        return (self.p_greedy > 0) | (self.p_sample > 0)
+        return self.category != UNKNOWN
 
     def counts(self) -> dict[str, int]:
-        cat = self.category
-        return {c: int((cat == c).sum()) for c in CATEGORIES}
+        return category_counts(self.category)
 
 
 def slick(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, demos: dict[int, np.ndarray],

@@ -16,7 +16,20 @@ import torch
 
 from kgsim.core import rng as rngs
 from kgsim.core.config import ExperimentConfig
-from kgsim.core.edges import EdgeSet
+from kgsim.core.edges import EdgeSet, TwoHopQueries
+from kgsim.core.names import (
+    BASE,
+    COT,
+    DIRECT_TWO_HOP,
+    NO_STAGE,
+    STRUCTURAL_SPLITS,
+    TWO_HOP,
+    TWO_HOP_HOPS,
+    ZERO_SHOT,
+    k_shot_name,
+    sim_bucket_names,
+)
+from kgsim.core.selection import similarity_buckets as quantile_buckets
 from kgsim.nn.model import GPT, load_model
 from kgsim.nn.probe import answers, edges_from_batch
 from kgsim.world.build import World
@@ -43,19 +56,14 @@ def query_repr(model: GPT, world: World, facts: np.ndarray) -> torch.Tensor:
 
 
 def similarity_buckets(base: GPT, world: World, splits: Splits, n_buckets: int) -> tuple[dict, np.ndarray]:
-    """Test facts (all structural splits pooled) bucketed by max cosine similarity to the FT queries.
-    Returns ({bucket name: fact ids}, similarity per pooled fact)."""
-    pooled = np.concatenate([splits.test[k] for k in ("id", "near-id", "open-world")])
+    """Test facts (all structural splits pooled) bucketed by max cosine similarity to the FT queries
+    (:func:`kgsim.core.selection.similarity_buckets`). Returns ({bucket name: fact ids}, similarity
+    per pooled fact)."""
+    pooled = np.concatenate([splits.test[k] for k in STRUCTURAL_SPLITS])
     ft = np.concatenate([splits.ft_known, splits.ft_unknown])
     sim = (query_repr(base, world, pooled) @ query_repr(base, world, ft).T).max(1).values.numpy()
-    order = np.argsort(-sim, kind="stable")
-    names = sim_bucket_names(n_buckets)
-    return {name: np.sort(pooled[part]) for name, part in zip(names, np.array_split(order, n_buckets))}, sim
-
-
-def sim_bucket_names(n: int) -> list[str]:
-    """'sim-1' is the most similar quantile to the fine-tuning data, 'sim-n' the least."""
-    return [f"sim-{i + 1}" for i in range(n)]
+    parts = quantile_buckets(sim, n_buckets)                    # the rule the bridge also uses
+    return {name: np.sort(pooled[part]) for name, part in zip(sim_bucket_names(n_buckets), parts)}, sim
 
 
 def _two_hop_pool(world: World) -> np.ndarray:
@@ -70,18 +78,18 @@ def _two_hop_pool(world: World) -> np.ndarray:
 def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT, ft_paths: dict,
                  progress=lambda *a: None) -> dict:
     """All edge sets of one seed. `ft_paths[(model, stage)]` is a safetensors path.
-    Returns {"edge_sets": [EdgeSet], "two_hop": {...}, "splits": {name: fact ids}}."""
+    Returns {"edge_sets": [EdgeSet], "two_hop": TwoHopQueries, "splits": {name: fact ids}}."""
     kg, v = world.kg, world.corpus.vocab
-    test = {k: splits.test[k] for k in ("id", "near-id", "open-world")}
+    test = {k: splits.test[k] for k in STRUCTURAL_SPLITS}
     buckets, _ = similarity_buckets(base, world, splits, cfg.run.sim_buckets)
     test |= buckets
     prompts = {}
     for name, facts in test.items():
         s, r = kg.s[facts], kg.r[facts]
-        prompts[(name, "zero-shot")] = zero_shot(v, s, r)
+        prompts[(name, ZERO_SHOT)] = zero_shot(v, s, r)
         for k in cfg.prompts.k_shots:
             demo = draw_demonstrations(r, k, splits.demos, rngs.stream(cfg.seed, f"prompts/{name}/{k}"))
-            prompts[(name, f"{k}-shot")] = k_shot(v, s, r, demo, kg)
+            prompts[(name, k_shot_name(k))] = k_shot(v, s, r, demo, kg)
     rows = splits.two_hop
     two_hop_prompts = None
     if cfg.prompts.cot and len(rows):
@@ -91,14 +99,13 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
         hop1, hop2 = kg.fact_ids(rows[:, 0], rows[:, 1], rows[:, 3]), kg.fact_ids(rows[:, 3], rows[:, 2], rows[:, 4])
         two_hop_prompts = (direct_two_hop(v, rows, demo_rows), cot_first_hop(v, rows, demo_rows), hop1, hop2)
 
-    models = {("base", "-"): base} | {key: load_model(path) for key, path in ft_paths.items()}
-    edge_sets, two_hop = [], {"rows": rows, "hop1": None, "hop2": None, "measured": {}}
+    models = {(BASE, NO_STAGE): base} | {key: load_model(path) for key, path in ft_paths.items()}
+    edge_sets, two_hop = [], TwoHopQueries(rows, np.zeros(0, np.int64), np.zeros(0, np.int64))
     for i, ((model_name, stage), model) in enumerate(models.items()):
         progress("measure", i, len(models))
-        label = model_name if stage == "-" else f"{model_name}/{stage}"
         for (split, pname), batch in prompts.items():
-            es = edges_from_batch(model, kg, v, test[split], batch, model_name=label, test_set=split)
-            edge_sets.append(es)
+            edge_sets.append(edges_from_batch(model, kg, v, test[split], batch, model_name=model_name, stage=stage,
+                                              split=split))
         if two_hop_prompts is not None:
             direct, first, hop1, hop2 = two_hop_prompts
             ids = np.arange(len(rows))
@@ -106,12 +113,12 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
             m_hat = answers(model, first)
             second = cot_second_hop(v, first, rows, m_hat)
             ok_cot = answers(model, second) == v.entity(rows[:, 4])
-            two_hop["hop1"], two_hop["hop2"] = hop1, hop2
+            two_hop = TwoHopQueries(rows, hop1, hop2)
             one_hop = np.concatenate([hop1, hop2])
             e1 = edges_from_batch(model, kg, v, one_hop, zero_shot(v, kg.s[one_hop], kg.r[one_hop]),
-                                  model_name=label, test_set="2hop-hops")
-            edge_sets += [EdgeSet(ids, ok_direct, model=label, prompt="direct-2hop", test_set="2hop"),
-                          EdgeSet(ids, ok_cot, model=label, prompt="cot", test_set="2hop",
+                                  model_name=model_name, stage=stage, split=TWO_HOP_HOPS)
+            edge_sets += [EdgeSet(ids, ok_direct, model=model_name, stage=stage, prompt=DIRECT_TWO_HOP, split=TWO_HOP),
+                          EdgeSet(ids, ok_cot, model=model_name, stage=stage, prompt=COT, split=TWO_HOP,
                                   meta={"bridge_correct": float((m_hat == v.entity(rows[:, 3])).mean())}), e1]
     progress("measure", len(models), len(models))
     return {"edge_sets": edge_sets, "two_hop": two_hop, "splits": {k: v_.tolist() for k, v_ in test.items()}}

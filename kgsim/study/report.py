@@ -11,13 +11,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kgsim.core.io import write_text  # noqa: E402
-from kgsim.study.results import (
-    interval,
-    summarise_observation,  # noqa: E402
+from kgsim.core.names import (  # noqa: E402
+    BASE,
+    CATEGORIES,
+    FT_KNOWN,
+    FT_MODELS,
+    FT_UNKNOWN,
+    ID,
+    NEAR_ID,
+    OPEN_WORLD,
+    SIM_SPLITS,
+    STAGE_TITLES,
+    STAGES,
+    STRUCTURAL_SPLITS,
+    TWO_HOP_SPLITS,
+    ZERO_SHOT,
+    k_shot_name,
+    label,
 )
+from kgsim.study.results import interval, summarise_observation  # noqa: E402
 from kgsim.world.plots import _save  # noqa: E402
-
-STAGE_NAMES = {"es": "Early Stop", "con": "Convergence"}
 
 
 def _f(iv: dict | None, pct: bool = True) -> str:
@@ -52,11 +65,11 @@ def _bar_ci(ax, x, ivs, label, offset=0.0, width=0.35):
 def figures(res: dict, out: Path) -> dict[str, str]:
     agg, figs = res["aggregate"], {}
     gaps = agg.get("gaps", {})
-    splits = [s for s in ("id", "near-id", "open-world", *res["sim_buckets"]) if s in gaps.get("es", {})]
+    splits = [s for s in (*STRUCTURAL_SPLITS, *SIM_SPLITS, *res["sim_buckets"]) if s in gaps.get(STAGES[0], {})]
     # gap at ES vs Con., by split
     fig, ax = plt.subplots(figsize=(8, 4))
-    for i, st in enumerate(("es", "con")):
-        _bar_ci(ax, splits, [_get(gaps, st, s, "zero-shot") for s in splits], STAGE_NAMES[st], (i - 0.5) * 0.35)
+    for i, st in enumerate(STAGES):
+        _bar_ci(ax, splits, [_get(gaps, st, s, ZERO_SHOT) for s in splits], STAGE_TITLES[st], (i - 0.5) * 0.35)
     ax.set_xticks(range(len(splits)), splits)
     ax.axhline(0, color="k", lw=0.8)
     ax.set(ylabel="Δ_fact (points)", title="Factuality gap FT-Known − FT-Unknown, zero-shot (95% CI over seeds)")
@@ -65,20 +78,20 @@ def figures(res: dict, out: Path) -> dict[str, str]:
     # gap vs k
     ks = [0] + list(res["config"]["prompts"]["k_shots"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    for st in ("es", "con"):
-        for split, ls in (("id", "-"), ("near-id", "--"), ("open-world", ":")):
-            ivs = [_get(gaps, st, split, "zero-shot" if k == 0 else f"{k}-shot") for k in ks]
+    for st in STAGES:
+        for split, ls in ((ID, "-"), (NEAR_ID, "--"), (OPEN_WORLD, ":")):
+            ivs = [_get(gaps, st, split, k_shot_name(k)) for k in ks]
             m = [iv["mean"] * 100 if iv else np.nan for iv in ivs]
-            ax.plot(ks, m, ls, marker="o", label=f"{STAGE_NAMES[st]}, {split}")
+            ax.plot(ks, m, ls, marker="o", label=f"{STAGE_TITLES[st]}, {split}")
     ax.axhline(0, color="k", lw=0.8)
     ax.set(xlabel="k demonstrations", ylabel="Δ*_fact (points)", title="Gap vs number of demonstrations")
     ax.legend(fontsize=7)
     figs["gap_vs_k"] = str(_save(fig, out / "gap_vs_k.png"))
     # gap at ES vs Con. (ID) under every prompt
-    prompts = ["zero-shot"] + [f"{k}-shot" for k in ks[1:]]
+    prompts = [k_shot_name(k) for k in ks]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, st in enumerate(("es", "con")):
-        _bar_ci(ax, prompts, [_get(gaps, st, "id", p) for p in prompts], STAGE_NAMES[st], (i - 0.5) * 0.35)
+    for i, st in enumerate(STAGES):
+        _bar_ci(ax, prompts, [_get(gaps, st, ID, p) for p in prompts], STAGE_TITLES[st], (i - 0.5) * 0.35)
     ax.set_xticks(range(len(prompts)), prompts)
     ax.axhline(0, color="k", lw=0.8)
     ax.set(ylabel="Δ (points)", title="ID gap at Early Stop vs Convergence, by prompt")
@@ -87,7 +100,7 @@ def figures(res: dict, out: Path) -> dict[str, str]:
     # direct vs CoT (2-hop)
     th = agg.get("two_hop", {})
     if th:
-        models = [m for m in ("base", "ft-known/es", "ft-unknown/es", "ft-known/con", "ft-unknown/con") if m in th]
+        models = [m for m in (BASE, *(label(f, st) for st in STAGES for f in FT_MODELS)) if m in th]
         fig, ax = plt.subplots(figsize=(8, 4))
         for i, key in enumerate(("direct", "cot", "predicted_cot")):
             _bar_ci(ax, models, [_get(th, m, key) for m in models], key, (i - 1) * 0.27, 0.27)
@@ -103,7 +116,7 @@ def figures(res: dict, out: Path) -> dict[str, str]:
 def _fitting(res: dict, out: Path) -> dict:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for seed in res["per_seed"]:
-        for which, color in (("ft-known", "tab:blue"), ("ft-unknown", "tab:red")):
+        for which, color in ((FT_KNOWN, "tab:blue"), (FT_UNKNOWN, "tab:red")):
             curve = seed["finetune"][which]["curve"]
             steps = [c["step"] for c in curve]
             axes[0].plot(steps, [c["train_acc"] * 100 for c in curve], color=color, alpha=0.7,
@@ -119,16 +132,16 @@ def _fitting(res: dict, out: Path) -> dict:
 
 def _memorisation(res: dict, out: Path) -> dict:
     fig, ax = plt.subplots(figsize=(7, 4))
-    for key, label in (("statement_acc", "statement form"), ("qa_acc_statement_only_subjects",
-                                                              "QA form, statement-only subjects"),
-                       ("qa_acc_qa_subjects", "QA form, QA subjects")):
+    for key, name in (("statement_acc", "statement form"), ("qa_acc_statement_only_subjects",
+                                                             "QA form, statement-only subjects"),
+                      ("qa_acc_qa_subjects", "QA form, QA subjects")):
         for j, seed in enumerate(res["per_seed"]):
             b = seed["base"]["memorisation"]["buckets"]
             ax.plot([x["exposure"] for x in b], [x[key] * 100 if x[key] == x[key] else np.nan for x in b],
                     marker="o", alpha=0.8, color={"statement_acc": "tab:green",
                                                   "qa_acc_statement_only_subjects": "tab:orange",
                                                   "qa_acc_qa_subjects": "tab:purple"}[key],
-                    label=label if j == 0 else None)
+                    label=name if j == 0 else None)
     ax.set(xlabel="times shown in pretraining", ylabel="base model accuracy (%)",
            title="Memorisation curve (one line per seed)")
     ax.legend()
@@ -165,7 +178,7 @@ def render(res: dict, run_dir: Path) -> Path:
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]
-    L += _base_section(res, agg) + _gap_tables(res, agg) + _two_hop_section(agg) + _checks_section(res)
+    L += _base_section(res, agg) + gap_tables(res, agg) + _two_hop_section(agg) + checks_section(res)
     L += ["## Figures", ""] + [f"![{k}](figures/{Path(v).name})" for k, v in figs.items()] + [""]
     path = run_dir / "report.md"
     write_text(run_dir / "checks.md", checks_table(res))
@@ -190,17 +203,16 @@ def _base_section(res, agg) -> list[str]:
         L.append(f"| {b['exposure']} | {b['n']} | {col('statement_acc')} | "
                  f"{col('qa_acc_statement_only_subjects')} | {col('qa_acc_qa_subjects')} |")
     L += ["", "SliCK category (few-shot probe of the base model) against true exposure, summed over seeds:", "",
-          "| times shown | HighlyKnown | MaybeKnown | WeaklyKnown | Unknown |", "|---|---|---|---|---|"]
+          f"| times shown | {' | '.join(CATEGORIES)} |", "|---|---|---|---|---|"]
     tables = [s["base"]["slick_by_exposure"] for s in seeds]
     for bucket in tables[0]:
         row = {c: sum(t[bucket][c] for t in tables) for c in tables[0][bucket]}
-        L.append(f"| {bucket} | " + " | ".join(str(row[c]) for c in
-                                               ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")) + " |")
+        L.append(f"| {bucket} | " + " | ".join(str(row[c]) for c in CATEGORIES) + " |")
     L += [""]
     ft = agg.get("finetune", {})
     L += ["## Fine-tuning", "",
           "| set | Early Stop step | dev acc at ES | first step the training set was fitted |", "|---|---|---|---|"]
-    for which in ("ft-known", "ft-unknown"):
+    for which in FT_MODELS:
         L.append(f"| {which} | {_f(_get(ft, which, 'es_step'), pct=False)} | {_f(_get(ft, which, 'es_dev_acc'))} | "
                  f"{_f(_get(ft, which, 'first_fitted_step'), pct=False)} |")
     L += [f"Convergence is the step budget ({res['config']['finetune']['steps']} steps).", ""]
@@ -211,20 +223,22 @@ def _interval_of(values):
     return interval([float(v) for v in values])
 
 
-def _gap_tables(res, agg) -> list[str]:
+def gap_tables(res: dict, agg: dict) -> list[str]:
+    """Markdown lines: per stage, every one-hop split and prompt with FT-Known, FT-Unknown, the gap
+    and the base model (each an interval dict of `agg`; prompts from ``res["config"]["prompts"]``)."""
     acc, gaps = agg.get("accuracy", {}), agg.get("gaps", {})
-    ks = [f"{k}-shot" for k in res["config"]["prompts"]["k_shots"]]
+    prompts = [ZERO_SHOT, *(k_shot_name(k) for k in res["config"]["prompts"]["k_shots"])]
     L = ["## Accuracy and gaps", ""]
-    for st in ("es", "con"):
-        L += [f"### {STAGE_NAMES[st]}", "", "| split | prompt | FT-Known | FT-Unknown | Δ (points) | base |",
+    for st in STAGES:
+        L += [f"### {STAGE_TITLES[st]}", "", "| split | prompt | FT-Known | FT-Unknown | Δ (points) | base |",
               "|---|---|---|---|---|---|"]
         for split in gaps.get(st, {}):
-            if split.startswith("2hop"):
+            if split in TWO_HOP_SPLITS:
                 continue
-            for p in ["zero-shot", *ks]:
-                L.append(f"| {split} | {p} | {_f(_get(acc, f'ft-known/{st}', split, p))} | "
-                         f"{_f(_get(acc, f'ft-unknown/{st}', split, p))} | {_f(_get(gaps, st, split, p))} | "
-                         f"{_f(_get(acc, 'base', split, p))} |")
+            for p in prompts:
+                L.append(f"| {split} | {p} | {_f(_get(acc, label(FT_KNOWN, st), split, p))} | "
+                         f"{_f(_get(acc, label(FT_UNKNOWN, st), split, p))} | {_f(_get(gaps, st, split, p))} | "
+                         f"{_f(_get(acc, BASE, split, p))} |")
         L.append("")
     return L
 
@@ -243,7 +257,9 @@ def _two_hop_section(agg) -> list[str]:
     return L + [""]
 
 
-def _checks_section(res) -> list[str]:
+def checks_section(res: dict) -> list[str]:
+    """Markdown lines: the theory checks of every seed (``res["per_seed"][i]["checks"]``), one row
+    per statement and kind."""
     rows = [c for s in res["per_seed"] for c in s.get("checks", [])]
     if not rows:
         return ["## Theory checks", "", "No statement checks were recorded for this run.", ""]

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,13 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from kgsim.core.config import ExperimentConfig, from_dict, replace, to_dict, to_toml, tomllib
-from kgsim.core.edges import EdgeSet
+from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import write_json, write_text
-from kgsim.core.version import __version__
-from kgsim.study.measure import measure_seed, sim_bucket_names
+from kgsim.core.names import COT, DIRECT_TWO_HOP, FT_MODELS, STAGES, TWO_HOP, TWO_HOP_HOPS, sim_bucket_names
+from kgsim.core.provenance import environment  # noqa: F401 - the run record's environment (kgsim.study.finish)
+from kgsim.study.measure import measure_seed
 from kgsim.study.results import seed_figures
 from kgsim.study.stages import finetune_stage, ft_splits, pretrain_stage, probe_stage, world_stage
 from proofs.run import TwoHopEvidence, check_run
+from proofs.statements import lookup
 
 RESULT_VERSION = 1
 
@@ -101,67 +101,87 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     timing["pretrain_s"] = base.result.wall_time_s
     probe = probe_stage(cfg, world, base, progress)
     splits = ft_splits(cfg, world, probe)
-    ft = {f"ft-{w}": finetune_stage(cfg, world, base, splits, w, out, progress) for w in ("known", "unknown")}
-    paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in ("es", "con")}
+    ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress)
+          for m, which in zip(FT_MODELS, ("known", "unknown"))}
+    paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in STAGES}
     meas = measure_seed(cfg, world, splits, base.model, paths, progress)
     edge_sets: list[EdgeSet] = meas["edge_sets"]
+    two_hop: TwoHopQueries = meas["two_hop"]
     write_json(out / "edges.json", {"edge_sets": [e.to_json() for e in edge_sets],
-                                    "two_hop": meas["two_hop"], "splits": meas["splits"]})
+                                    "two_hop": two_hop.to_json(), "splits": meas["splits"]})
     figs = seed_figures(edge_sets)
     res = {"key": key, "seed": seed, "version": RESULT_VERSION, **figs,
            "base": {k: v for k, v in probe.items() if not isinstance(v, np.ndarray)},
            "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},
-           "two_hop": _two_hop_summary(edge_sets, meas["two_hop"]),
-           "checks": _checks(edge_sets, meas["two_hop"]),
+           "two_hop": two_hop_summary(edge_sets, two_hop),
+           "checks": checks_json(edge_sets, two_hop),
            "sim_buckets": sim_bucket_names(cfg.run.sim_buckets),
            "timing": timing | {"seed_total_s": time.perf_counter() - t0}}
     write_json(done, res)
     return res
 
 
-def _two_hop_summary(edge_sets, two_hop) -> dict:
-    """Per model: direct and CoT 2-hop accuracy, bridge accuracy, and the CoT accuracy predicted
-    from the zero-shot one-hop edge sets of the hop facts (path connectivity)."""
+def two_hop_summary(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> dict:
+    """Per model (``model/stage`` label): direct and CoT 2-hop accuracy, bridge accuracy, and the CoT
+    accuracy predicted from the zero-shot one-hop edge sets of the hop facts (path connectivity).
+    kgsim's hop edge set holds the first hops then the second hops, in query order (as
+    :func:`kgsim.study.measure.measure_seed` measures them); another (the bridge's: each hop fact
+    once) is read by fact id."""
+    two_hop = _typed(two_hop, edge_sets)
     out = {}
-    rows = two_hop["rows"]
-    n = len(rows)
-    if not n:
+    n = two_hop.n
+    if not two_hop.measured:
         return out
-    by = {(e.model, e.test_set, e.prompt): e for e in edge_sets}
-    for (model, split, prompt), e in by.items():
-        if split != "2hop-hops":
+    by = {e.key: e for e in edge_sets}
+    in_order = np.concatenate([two_hop.hop1_ids, two_hop.hop2_ids])
+    for (model, stage, split, prompt), e in by.items():
+        if split != TWO_HOP_HOPS or (model, stage, TWO_HOP, COT) not in by:
             continue
-        hop1, hop2 = e.correct[:n], e.correct[n:]
-        cot, direct = by[(model, "2hop", "cot")], by[(model, "2hop", "direct-2hop")]
-        out[model] = {"direct": direct.fact(), "cot": cot.fact(), "predicted_cot": float((hop1 & hop2).mean()),
-                      "bridge": cot.meta.get("bridge_correct"), "hop1": float(hop1.mean()),
-                      "hop2": float(hop2.mean())}
+        if np.array_equal(e.test_ids, in_order):
+            hop1, hop2 = e.correct[:n], e.correct[n:]
+        else:                                                 # each hop fact once (the bridge)
+            hop1, hop2 = (lookup(e.test_ids, e.correct, ids)[0] for ids in (two_hop.hop1_ids, two_hop.hop2_ids))
+        cot, direct = by[(model, stage, TWO_HOP, COT)], by.get((model, stage, TWO_HOP, DIRECT_TWO_HOP))
+        out[e.label] = {"direct": direct.fact() if direct else None, "cot": cot.fact(),
+                        "predicted_cot": float((hop1 & hop2).mean()), "bridge": cot.meta.get("bridge_correct"),
+                        "hop1": float(hop1.mean()), "hop2": float(hop2.mean())}
     return out
 
 
-def keyed_edge_sets(edge_sets) -> dict:
+def keyed_edge_sets(edge_sets: list[EdgeSet]) -> dict:
     """The fine-tuned models' edge sets keyed (model, stage, split, prompt), as proofs expects."""
-    out = {}
-    for e in edge_sets:
-        if e.model.startswith("ft-"):
-            model, stage = e.model.split("/")
-            out[(model, stage, e.test_set, e.prompt)] = e
-    return out
+    return {e.key: e for e in edge_sets if e.model in FT_MODELS}
 
 
-def check_seed(edge_sets, two_hop) -> list:
+def check_seed(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> list:
     """The theory's statements (proofs.run.check_run) held against one seed's edge sets."""
-
+    two_hop = _typed(two_hop, edge_sets)
     keyed = keyed_edge_sets(edge_sets)
     evidence = None
-    if two_hop.get("hop1") is not None and len(two_hop["rows"]):
-        evidence = TwoHopEvidence.from_run(keyed, two_hop["hop1"], two_hop["hop2"], np.arange(len(two_hop["rows"])),
-                                           split="2hop", prompt="cot", one_hop_splits=("2hop-hops",))
+    if two_hop.measured:
+        evidence = TwoHopEvidence.from_run(keyed, two_hop.hop1_ids, two_hop.hop2_ids, two_hop.query_ids,
+                                           split=TWO_HOP, prompt=COT, one_hop_splits=(TWO_HOP_HOPS,))
     return check_run(keyed, evidence)
 
 
-def _checks(edge_sets, two_hop) -> list[dict]:
+def checks_json(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> list[dict]:
+    """:func:`check_seed` as JSON-ready dicts (``results.json``'s per-seed ``checks``)."""
     return [c.to_json() for c in check_seed(edge_sets, two_hop)]
+
+
+def _typed(two_hop, edge_sets: list[EdgeSet]) -> TwoHopQueries:
+    """`two_hop` as TwoHopQueries. An untyped dict (as kgsim.study.finish still reads edges.json)
+    lacks the query ids: they are the 2-hop CoT edge sets' test ids (kgsim: positions)."""
+    if isinstance(two_hop, TwoHopQueries):
+        return two_hop
+    if two_hop.get("query_ids") is None and two_hop.get("hop1") is not None:
+        cot = next((e for e in edge_sets if (e.split, e.prompt) == (TWO_HOP, COT)), None)
+        if cot is not None and cot.n == len(two_hop["hop1"]):
+            two_hop = {**two_hop, "query_ids": cot.test_ids}
+    return TwoHopQueries.from_json(two_hop)
+
+
+_two_hop_summary = two_hop_summary          # the name kgsim.study.finish still imports
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,19 +262,3 @@ def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Pat
             (run_dir / "error.log").write_text(r["traceback"])
             raise RuntimeError(f"{r['error']} (traceback in {run_dir / 'error.log'})")
     return [r["ok"] for r in results]
-
-
-def environment() -> dict:
-    import torch
-    import transformers
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True,
-                                    cwd=Path(__file__).parent, timeout=5).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    return {"kgsim": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": np.__version__, "platform": platform.platform(),
-            "git_commit": commit, "git_dirty": dirty, "argv": sys.argv}

@@ -22,16 +22,18 @@ import numpy as np
 from kgsim.core import rng as rngs
 from kgsim.core.config import ConfigError, ExperimentConfig
 from kgsim.core.io import write_json, write_npz
+from kgsim.core.known import FT_KNOWN_CATEGORIES, categories, category_counts
+from kgsim.core.names import UNKNOWN
 from kgsim.nn.model import GPT, build_model, export_hf, load_model
 from kgsim.nn.probe import answers, slick
 from kgsim.nn.train import TokenRows, TrainResult, train
+from kgsim.study.memorisation import EXPOSURE_BUCKETS, exposure_label, memorisation_table
 from kgsim.world.build import World, build_world, load_world, save_world, world_hash, world_is_current
 from kgsim.world.corpus import PAD
 from kgsim.world.prompts import statement, zero_shot
 from kgsim.world.splits import Splits, make_splits
 
 Progress = Callable[[str, int, int], None]          # (stage, done, total)
-EXPOSURE_BUCKETS = ((0, 0), (1, 2), (3, 5), (6, 10), (11, 20), (21, 10**9))
 
 
 def _quiet(stage: str, done: int, total: int) -> None:
@@ -105,23 +107,16 @@ def memorisation(model, world: World) -> dict:
     ok_st = answers(model, statement(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
     ok_qa = answers(model, zero_shot(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
     plain = ~world.qa_subjects[kg.s]
-    buckets = []
-    for lo, hi in EXPOSURE_BUCKETS:
-        m = (kg.exposure >= lo) & (kg.exposure <= hi)
-        buckets.append({"exposure": f"{lo}-{hi}" if hi < 10**9 else f">={lo}", "lo": lo, "hi": hi,
-                        "n": int(m.sum()), "statement_acc": _mean(ok_st[m]),
-                        "qa_acc_statement_only_subjects": _mean(ok_qa[m & plain]),
-                        "qa_acc_qa_subjects": _mean(ok_qa[m & ~plain])})
-    knows = ok_st & plain
-    return {"buckets": buckets,
-            "statement_acc_exposed": _mean(ok_st[kg.exposure > 0]),
-            "statement_acc_never_shown": _mean(ok_st[kg.exposure == 0]),
+    t = memorisation_table(kg.exposure, ok_st, ok_qa, plain)          # the rule the bridge also uses
+    return {"buckets": t["buckets"],
+            "statement_acc_exposed": t["statement_acc_exposed"],
+            "statement_acc_never_shown": t["statement_acc_never_shown"],
             "chance": 1.0 / max(np.bincount(kg.entity_types).max(), 1),
-            "extraction_rate": _mean(ok_qa[knows]),
+            "extraction_rate": t["extraction_rate"],
             "extraction_rate_definition": "zero-shot QA accuracy on facts of statement-only subjects that "
                                           "the base model answers in statement form",
             "qa_acc_statement_only_known": _mean(ok_qa[plain & (kg.exposure >= 5)]),
-            "n_statement_only_facts_known": int(knows.sum())}
+            "n_statement_only_facts_known": int((ok_st & plain).sum())}
 
 
 def _mean(x: np.ndarray) -> float:
@@ -145,8 +140,7 @@ def probe_stage(cfg: ExperimentConfig, world: World, base: Base, progress: Progr
     table = {}
     for lo, hi in EXPOSURE_BUCKETS:
         m = (kg.exposure[cand] >= lo) & (kg.exposure[cand] <= hi)
-        table[f"{lo}-{hi}" if hi < 10**9 else f">={lo}"] = {c: int((cat[m] == c).sum()) for c in
-                                                            ("HighlyKnown", "MaybeKnown", "WeaklyKnown", "Unknown")}
+        table[exposure_label(lo, hi)] = category_counts(cat[m])
     summary = {"memorisation": mem, "slick_by_exposure": table,
                "slick_counts": sk.counts()}
     write_json(out / "probe.json", summary)
@@ -162,9 +156,9 @@ def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
     kg = world.kg
     known = np.zeros(kg.n_facts, bool)
     unknown = np.zeros(kg.n_facts, bool)
-    facts = probe["slick_facts"]
-    known[facts] = probe["p_greedy"] > 0                          # HighlyKnown or MaybeKnown
-    unknown[facts] = (probe["p_greedy"] == 0) & (probe["p_sample"] == 0)
+    cat = categories(probe["p_greedy"], probe["p_sample"])       # the one SliCK rule (kgsim.core.known)
+    known[probe["slick_facts"]] = np.isin(cat, FT_KNOWN_CATEGORIES)
+    unknown[probe["slick_facts"]] = cat == UNKNOWN
     try:
         return make_splits(kg, world.qa_subjects, cfg.splits, rngs.stream(cfg.seed, "splits/measured"),
                            known=known, unknown=unknown)

@@ -1,0 +1,120 @@
+"""The study's vocabulary: one name for each model, stage, split, prompt and SliCK category.
+
+Every package (kgsim, proofs, llm_bridge) spells these names from here, so a name means one thing
+everywhere. An EdgeSet is identified by ``(model, stage, split, prompt)``:
+
+- **models**: the base model before fine-tuning (``base``, no stage) and the two fine-tuned models
+  ``ft-known`` and ``ft-unknown`` (science.md D2);
+- **stages**: Early Stop ``es`` and Convergence ``con``;
+- **splits**, in three families that never share a name:
+
+  - *structural* test sets (kgsim's graph view: relation, subject and type shift): ``id``,
+    ``near-id``, ``open-world``;
+  - *similarity* test sets (the paper's definition: the cosine similarity of a test query to the
+    fine-tuning queries in the base model's representation space): the two-way split
+    ``sim-near-id`` / ``sim-open-world`` at a quantile, and the quantile buckets ``sim-1`` (most
+    similar) .. ``sim-n`` (least);
+  - *2-hop*: the composed queries ``2hop`` and their one-hop facts ``2hop-hops``;
+
+- **prompts**: ``zero-shot``, ``k-shot`` as ``f"{k}-shot"``, and on the 2-hop split ``direct-2hop``
+  and ``cot``;
+- **SliCK categories** (Gekhman et al. 2024): ``HighlyKnown``, ``MaybeKnown``, ``WeaklyKnown``,
+  ``Unknown``.
+
+>>> label(FT_KNOWN, ES), label(BASE, NO_STAGE)
+('ft-known/es', 'base')
+>>> k_shot_name(4), shots_of("4-shot"), shots_of(ZERO_SHOT), shots_of(COT)
+('4-shot', 4, 0, None)
+>>> sim_bucket_names(3), sim_bucket_index("sim-2"), sim_bucket_index(SIM_NEAR_ID), is_similarity_split(SIM_NEAR_ID)
+(['sim-1', 'sim-2', 'sim-3'], 2, None, True)
+"""
+from __future__ import annotations
+
+import re
+
+# --- models and stages ------------------------------------------------------------------------
+BASE = "base"
+FT_KNOWN = "ft-known"
+FT_UNKNOWN = "ft-unknown"
+FT_MODELS = (FT_KNOWN, FT_UNKNOWN)
+MODELS = (BASE, *FT_MODELS)
+
+ES = "es"
+CON = "con"
+NO_STAGE = ""                       # the base model's stage
+STAGES = (ES, CON)
+STAGE_TITLES = {ES: "Early Stop", CON: "Convergence"}
+
+# --- splits -----------------------------------------------------------------------------------
+ID = "id"
+NEAR_ID = "near-id"
+OPEN_WORLD = "open-world"
+STRUCTURAL_SPLITS = (ID, NEAR_ID, OPEN_WORLD)
+
+SIM_NEAR_ID = "sim-near-id"
+SIM_OPEN_WORLD = "sim-open-world"
+SIM_SPLITS = (SIM_NEAR_ID, SIM_OPEN_WORLD)
+SIM_BUCKET_PREFIX = "sim-"
+
+TWO_HOP = "2hop"
+TWO_HOP_HOPS = "2hop-hops"
+TWO_HOP_SPLITS = (TWO_HOP, TWO_HOP_HOPS)
+
+# --- prompts ----------------------------------------------------------------------------------
+ZERO_SHOT = "zero-shot"
+DIRECT_TWO_HOP = "direct-2hop"
+COT = "cot"
+TWO_HOP_PROMPTS = (DIRECT_TWO_HOP, COT)
+BASE_PROMPTS = (ZERO_SHOT, DIRECT_TWO_HOP)       # what a prompt's gains and losses are counted against
+
+# --- SliCK categories -------------------------------------------------------------------------
+HIGHLY_KNOWN = "HighlyKnown"
+MAYBE_KNOWN = "MaybeKnown"
+WEAKLY_KNOWN = "WeaklyKnown"
+UNKNOWN = "Unknown"
+CATEGORIES = (HIGHLY_KNOWN, MAYBE_KNOWN, WEAKLY_KNOWN, UNKNOWN)
+
+_K_SHOT = re.compile(r"(\d+)-shot")
+
+
+def label(model: str, stage: str) -> str:
+    """``model/stage`` (``model`` alone without a stage): how a (model, stage) pair is shown and
+    keyed in ``results.json``; never parsed back (EdgeSets carry both fields)."""
+    return f"{model}/{stage}" if stage else model
+
+
+def k_shot_name(k: int) -> str:
+    """The name of the k-shot prompt (k demonstrations of the query's relation)."""
+    return ZERO_SHOT if k == 0 else f"{k}-shot"
+
+
+def shots_of(prompt: str) -> int | None:
+    """k of a ``zero-shot`` (0) or ``k-shot`` prompt name; None for any other prompt."""
+    if prompt == ZERO_SHOT:
+        return 0
+    m = _K_SHOT.fullmatch(prompt)
+    return int(m.group(1)) if m else None
+
+
+def sim_bucket_names(n: int) -> list[str]:
+    """``sim-1`` is the quantile most similar to the fine-tuning data, ``sim-n`` the least."""
+    return [f"{SIM_BUCKET_PREFIX}{i + 1}" for i in range(n)]
+
+
+def sim_bucket_index(split: str) -> int | None:
+    """i of the similarity bucket ``sim-i``; None for any other split."""
+    rest = split[len(SIM_BUCKET_PREFIX):] if split.startswith(SIM_BUCKET_PREFIX) else ""
+    return int(rest) if rest.isdigit() else None
+
+
+def is_similarity_split(split: str) -> bool:
+    """A split defined by similarity to the fine-tuning data (a bucket or the two-way split)."""
+    return split in SIM_SPLITS or sim_bucket_index(split) is not None
+
+
+__all__ = ["BASE", "BASE_PROMPTS", "CATEGORIES", "CON", "COT", "DIRECT_TWO_HOP", "ES", "FT_KNOWN", "FT_MODELS",
+           "FT_UNKNOWN", "HIGHLY_KNOWN", "ID", "MAYBE_KNOWN", "MODELS", "NEAR_ID", "NO_STAGE", "OPEN_WORLD",
+           "SIM_BUCKET_PREFIX", "SIM_NEAR_ID", "SIM_OPEN_WORLD", "SIM_SPLITS", "STAGES", "STAGE_TITLES",
+           "STRUCTURAL_SPLITS", "TWO_HOP", "TWO_HOP_HOPS", "TWO_HOP_PROMPTS", "TWO_HOP_SPLITS", "UNKNOWN",
+           "WEAKLY_KNOWN", "ZERO_SHOT", "is_similarity_split", "k_shot_name", "label", "shots_of", "sim_bucket_index",
+           "sim_bucket_names"]
