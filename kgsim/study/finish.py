@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
 from kgsim.core.config import ExperimentConfig, to_dict
-from kgsim.core.edges import EdgeSet
+from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import write_json
+from kgsim.core.provenance import environment
 from kgsim.study.report import render
 from kgsim.study.results import aggregate, bootstrap_gap_intervals, bootstrap_gaps, observations
-from kgsim.study.runner import _two_hop_summary, check_seed, environment
+from kgsim.study.runner import check_seed, two_hop_summary
 
 __all__ = ["finish", "one_seed_bootstrap", "seed_edges", "check_run_dir"]
 
@@ -50,14 +49,10 @@ def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
     return bootstrap_gaps(edge_sets, seed=seed)
 
 
-def seed_edges(path: Path) -> tuple[list[EdgeSet], dict]:
-    """One seed's ``edges.json``: its edge sets and its 2-hop rows and hop facts."""
+def seed_edges(path: Path) -> tuple[list[EdgeSet], TwoHopQueries]:
+    """One seed's ``edges.json``: its edge sets and its 2-hop queries with their hop facts."""
     data = json.loads(Path(path).read_text())
-    th = data["two_hop"]
-    two_hop = {"rows": np.asarray(th["rows"], np.int64).reshape(-1, 5),
-               "hop1": None if th["hop1"] is None else np.asarray(th["hop1"]),
-               "hop2": None if th["hop2"] is None else np.asarray(th["hop2"])}
-    return [EdgeSet.from_json(e) for e in data["edge_sets"]], two_hop
+    return [EdgeSet.from_json(e) for e in data["edge_sets"]], TwoHopQueries.from_json(data["two_hop"])
 
 
 def check_run_dir(run_dir: Path) -> list[tuple[str, list, dict]]:
@@ -66,5 +61,5 @@ def check_run_dir(run_dir: Path) -> list[tuple[str, list, dict]]:
     out = []
     for f in sorted(Path(run_dir).glob("seed-*/edges.json")):
         edge_sets, two_hop = seed_edges(f)
-        out.append((f.parent.name, check_seed(edge_sets, two_hop), _two_hop_summary(edge_sets, two_hop)))
+        out.append((f.parent.name, check_seed(edge_sets, two_hop), two_hop_summary(edge_sets, two_hop)))
     return out
