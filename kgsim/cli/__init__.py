@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kgsim.cli import bridge, experiment, one_layer, world  # noqa: F401  (each registers its commands)
+from kgsim.cli import bridge, experiment, one_layer, sweep, world  # noqa: F401  (each registers its commands)
 from kgsim.cli.base import COMMANDS, UserError
 from kgsim.core.config import ConfigError
 from kgsim.world.graph import GraphFileError

@@ -184,6 +184,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class FinetuneConfig(TrainConfig):
+    """The fine-tuning phase: a TrainConfig plus the fine-tuning set's composition.
+
+    ``unknown_share`` = ρ is the share of Unknown facts in the set of the cell's ρ-model: FT-Known is
+    ρ = 0, FT-Unknown ρ = 1, and for 0 < ρ < 1 a third model ``ft-mixed`` is fine-tuned on
+    round(ρ·n) Unknown and n − round(ρ·n) Known facts (nested: a larger ρ swaps further Known facts
+    for Unknown ones). ``size`` = n is the number of facts every fine-tuning set holds (0 = all of
+    ``splits.ft_size``); a smaller size subsamples the sets without touching the world or the base."""
+
+    unknown_share: float = 0.0
+    size: int = 0
+
+    @property
+    def train(self) -> TrainConfig:
+        """The optimisation settings alone (what a training checkpoint's identity records)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
+    def validate(self, p: str) -> None:
+        super().validate(p)
+        _fraction(f"{p}.unknown_share", self.unknown_share)
+        _nonneg(f"{p}.size", self.size)
+
+
+@dataclass(frozen=True)
 class ProbeConfig:
     """SliCK categorisation by few-shot probing of the base model."""
 
@@ -249,7 +273,7 @@ class ExperimentConfig:
     splits: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: TrainConfig = field(default_factory=TrainConfig)
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
         steps=600, batch_size=32, lr=1e-3, warmup_steps=10, log_every=10, eval_every=10, ckpt_every=50))
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
@@ -276,6 +300,9 @@ class ExperimentConfig:
                 value = list(self.prompts.k_shots) if key == "prompts.k_shots" else \
                     self.probe.n_shots if key == "probe.n_shots" else self.prompts.cot_shots
                 _fail(key, value, f"its prompts are {n} tokens long, more than model.n_ctx = {self.model.n_ctx}")
+        if self.finetune.size > self.splits.ft_size:
+            _fail("finetune.size", self.finetune.size,
+                  f"more than the fine-tuning pools hold (splits.ft_size = {self.splits.ft_size})")
         if self.splits.ft_relations > self.graph.n_relations:
             _fail("splits.ft_relations", self.splits.ft_relations,
                   f"more than the graph's relations ({self.graph.n_relations})")

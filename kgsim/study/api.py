@@ -10,24 +10,26 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from kgsim.core.config import ExperimentConfig, load_config
-from kgsim.study.finish import finish
-from kgsim.study.runner import prepare_run_dir, run_seeds
+from kgsim.core.config import ExperimentConfig, from_dict, load_config
+from kgsim.core.names import FT_KNOWN, FT_UNKNOWN
+from kgsim.study.runner import prepare_run_dir
+from kgsim.study.stages import FT_MIXED
+from kgsim.study.tasks import Cell, run_cells
 
-__all__ = ["run", "run_config", "load_results", "tidy_rows", "TIDY_COLUMNS"]
+__all__ = ["run", "run_config", "load_results", "tidy_rows", "TIDY_COLUMNS", "SWEEP_COLUMNS"]
 
 TIDY_COLUMNS = ("seed", "model", "stage", "split", "prompt", "accuracy", "n", "n_correct", "gap")
+SWEEP_COLUMNS = ("cell", "unknown_share", "ft_set_size")     # then the swept keys, then TIDY_COLUMNS
 
 
 def run(preset: str | None = "default", *, config: str | Path | None = None, overrides: Sequence[str] = (),
         seeds: Sequence[int] | None = None, workers: int | None = None, out: str | Path | None = None,
-        cache: str | Path | None = None, progress: bool = True) -> Path:
+        cache: str | Path | None = None, progress: bool = True, scheduler: str | None = None) -> Path:
     """Run the study as `kgsim run` does and return the run directory.
 
     `preset`, `config` (a TOML file) and `overrides` (``"section.key=value"`` strings) resolve the
@@ -35,7 +37,9 @@ def run(preset: str | None = "default", *, config: str | Path | None = None, ove
     and ``run.workers``. `out` defaults to ``runs/<preset>``, `cache` to ``OUT/../.kgsim-cache``.
     A finished run directory with the same config is reused stage by stage; one holding another
     config raises :class:`kgsim.study.runner.RunDirError`; a bad key or value raises
-    :class:`kgsim.core.config.ConfigError` before any work.
+    :class:`kgsim.core.config.ConfigError` before any work. The stages run as a task graph
+    (:mod:`kgsim.study.tasks`) on a local Dask cluster of ``run.workers`` processes, or on the Dask
+    scheduler at `scheduler` (``"tcp://host:8786"``).
     """
     overrides = list(overrides)
     if seeds is not None:
@@ -44,16 +48,20 @@ def run(preset: str | None = "default", *, config: str | Path | None = None, ove
         overrides.append(f"run.workers={int(workers)}")
     cfg = load_config(preset, config, overrides)
     out = Path(out) if out is not None else Path("runs") / (preset or "custom")
-    return run_config(cfg, out, Path(cache) if cache is not None else None, progress=progress)
+    return run_config(cfg, out, Path(cache) if cache is not None else None, progress=progress, scheduler=scheduler)
 
 
-def run_config(cfg: ExperimentConfig, out: Path, cache: Path | None = None, progress: bool = True) -> Path:
+def run_config(cfg: ExperimentConfig, out: Path, cache: Path | None = None, progress: bool = True,
+               scheduler: str | None = None) -> Path:
     """Run every seed of a resolved config into `out` and write results.json and the report;
-    returns `out`."""
+    returns `out`. A one-cell sweep on the task-graph engine (:func:`kgsim.study.tasks.run_cells`).
+    Raises RuntimeError naming the seed and stage that failed (traceback in ``out/error.log``)."""
     prepare_run_dir(cfg, out)
-    t0 = time.perf_counter()
-    per_seed = run_seeds(cfg, list(cfg.run.seeds), out, cache or out.parent / ".kgsim-cache", show=progress)
-    finish(cfg, out, per_seed, time.perf_counter() - t0)
+    g = run_cells([Cell("", cfg, out)], cache or out.parent / ".kgsim-cache", workers=cfg.run.workers,
+                  scheduler=scheduler, show=progress)
+    if g.errors:
+        (out / "error.log").write_text(g.tracebacks[""])
+        raise RuntimeError(f"{g.errors['']} (traceback in {out / 'error.log'})")
     return out
 
 
@@ -76,12 +84,51 @@ def tidy_rows(results: dict) -> list[dict]:
     return rows
 
 
+def set_composition(cfg: ExperimentConfig, model: str) -> tuple[float, int]:
+    """(share of Unknown facts, number of facts) in the fine-tuning set of `model` under `cfg`
+    (:func:`kgsim.study.stages.ft_sets`); (NaN, 0) for the base model."""
+    n = cfg.finetune.size or cfg.splits.ft_size
+    share = {FT_KNOWN: 0.0, FT_UNKNOWN: 1.0, FT_MIXED: round(cfg.finetune.unknown_share * n) / n}
+    return (share[model], n) if model in share else (math.nan, 0)
+
+
+def sweep_rows(sweep_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """Tidy rows of every finished cell of a `kgsim sweep` folder, each with the cell's name, the
+    row's model's fine-tuning set (``unknown_share``, ``ft_set_size``) and the swept keys' values;
+    and the swept keys."""
+    sweep_dir = Path(sweep_dir)
+    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    keys = list(meta["grid"])
+    rows = []
+    for cell in meta["cells"]:
+        f = sweep_dir / cell["dir"] / "results.json"
+        if not f.is_file():
+            continue
+        res = json.loads(f.read_text())
+        cfg = from_dict(res["config"])
+        for row in tidy_rows(res):
+            share, size = set_composition(cfg, row["model"])
+            rows.append({"cell": cell["name"], "unknown_share": share, "ft_set_size": size or None}
+                        | {k: _cell_value(cell["values"][k]) for k in keys} | row)
+    return rows, keys
+
+
+def _cell_value(v):
+    return str(v) if isinstance(v, (list, tuple)) else v      # a list value (k_shots) as one table cell
+
+
 def load_results(run_dir: str | Path) -> pd.DataFrame:
-    """A run directory's ``results.json`` as a tidy pandas table (columns :data:`TIDY_COLUMNS`).
+    """A run directory's ``results.json`` as a tidy pandas table (columns :data:`TIDY_COLUMNS`); a
+    `kgsim sweep` folder's cells as one table (:data:`SWEEP_COLUMNS`, then the swept keys, then
+    :data:`TIDY_COLUMNS`), rows of unfinished cells left out.
 
     Raises FileNotFoundError naming the file when the run has not finished there.
     """
-    f = Path(run_dir) / "results.json"
+    run_dir = Path(run_dir)
+    if (run_dir / "sweep.json").is_file():
+        rows, keys = sweep_rows(run_dir)
+        return pd.DataFrame(rows, columns=[*SWEEP_COLUMNS, *keys, *TIDY_COLUMNS])
+    f = run_dir / "results.json"
     if not f.is_file():
         raise FileNotFoundError(f"{f}: no results.json (has `kgsim run` finished there?)")
     return pd.DataFrame(tidy_rows(json.loads(f.read_text())), columns=list(TIDY_COLUMNS))

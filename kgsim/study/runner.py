@@ -30,7 +30,7 @@ from kgsim.core.names import COT, DIRECT_TWO_HOP, FT_MODELS, STAGES, TWO_HOP, TW
 from kgsim.core.provenance import environment  # noqa: F401 - the run record's environment (kgsim.study.finish)
 from kgsim.study.measure import measure_seed
 from kgsim.study.results import seed_figures
-from kgsim.study.stages import finetune_stage, ft_splits, pretrain_stage, probe_stage, world_stage
+from kgsim.study.stages import finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
 from proofs.run import TwoHopEvidence, check_run
 from proofs.statements import lookup
 
@@ -101,8 +101,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     timing["pretrain_s"] = base.result.wall_time_s
     probe = probe_stage(cfg, world, base, progress)
     splits = ft_splits(cfg, world, probe)
-    ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress)
-          for m, which in zip(FT_MODELS, ("known", "unknown"))}
+    ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress) for m, which in ft_models(cfg)}
     paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in STAGES}
     meas = measure_seed(cfg, world, splits, base.model, paths, progress)
     edge_sets: list[EdgeSet] = meas["edge_sets"]

@@ -23,7 +23,7 @@ from kgsim.core import rng as rngs
 from kgsim.core.config import ConfigError, ExperimentConfig
 from kgsim.core.io import write_json, write_npz
 from kgsim.core.known import FT_KNOWN_CATEGORIES, categories, category_counts
-from kgsim.core.names import UNKNOWN
+from kgsim.core.names import FT_KNOWN, FT_UNKNOWN, UNKNOWN
 from kgsim.nn.model import GPT, build_model, export_hf, load_model
 from kgsim.nn.probe import answers, slick
 from kgsim.nn.train import TokenRows, TrainResult, train
@@ -182,16 +182,63 @@ def qa_rows(world: World, facts: np.ndarray) -> TokenRows:
     return TokenRows(tokens, mask)
 
 
+FT_MIXED = "ft-mixed"          # the model fine-tuned at 0 < finetune.unknown_share < 1 (to join kgsim.core.names)
+
+
+def ft_models(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """(model name, fine-tuning set) pairs a seed fine-tunes: FT-Known, FT-Unknown and, when
+    0 < ``finetune.unknown_share`` < 1, ``ft-mixed``."""
+    pairs = [(FT_KNOWN, "known"), (FT_UNKNOWN, "unknown")]
+    return pairs + [(FT_MIXED, "mixed")] if 0 < cfg.finetune.unknown_share < 1 else pairs
+
+
+def _prefix_order(facts: np.ndarray, relation: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`facts` in an order whose every prefix holds the relations as evenly as possible: a random
+    permutation, then stable-sorted by each fact's rank within its relation."""
+    perm = facts[rng.permutation(len(facts))]
+    rel = relation[perm]
+    rank = np.zeros(len(perm), np.int64)
+    for r in np.unique(rel):
+        rank[rel == r] = np.arange((rel == r).sum())
+    return perm[np.lexsort((rel, rank))]
+
+
+def ft_sets(cfg: ExperimentConfig, world: World, splits: Splits) -> dict[str, np.ndarray]:
+    """The fine-tuning sets {"known", "unknown", "mixed"} of ``finetune.size`` = n facts each.
+
+    At n = ``splits.ft_size`` (``finetune.size = 0``) "known" and "unknown" are the splits' FT-Known
+    and FT-Unknown sets as they are. A smaller n takes the first n facts of each pool in a seeded
+    order whose prefixes keep the relations balanced. "mixed" is the first round(ρ·n) facts of the
+    Unknown order and the first n − round(ρ·n) of the Known order (ρ = ``finetune.unknown_share``), so
+    a larger ρ swaps further Known facts for Unknown ones and ρ = 0 / 1 give the Known / Unknown sets.
+    """
+    n_pool = len(splits.ft_known)
+    n = cfg.finetune.size or n_pool
+    if n > min(n_pool, len(splits.ft_unknown)):
+        raise ConfigError(f"finetune.size = {n}: the fine-tuning pools hold {n_pool} Known and "
+                          f"{len(splits.ft_unknown)} Unknown facts")
+    rng = rngs.stream(cfg.seed, "finetune/sets")
+    order_kn = _prefix_order(splits.ft_known, world.kg.r, rng)
+    order_unk = _prefix_order(splits.ft_unknown, world.kg.r, rng)
+    full = n == n_pool == len(splits.ft_unknown)
+    k_unk = round(cfg.finetune.unknown_share * n)
+    return {"known": splits.ft_known if full else np.sort(order_kn[:n]),
+            "unknown": splits.ft_unknown if full else np.sort(order_unk[:n]),
+            "mixed": np.sort(np.concatenate([order_unk[:k_unk], order_kn[:n - k_unk]]))}
+
+
 def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Splits, which: str, out: Path,
                    progress: Progress = _quiet, bar: bool = False) -> dict:
-    """Fine-tune a copy of the base model on FT-Known or FT-Unknown (`which` = "known"/"unknown").
+    """Fine-tune a copy of the base model on one of :func:`ft_sets` (`which` = "known", "unknown" or
+    "mixed"), into ``out/ft-{which}``.
 
     Evaluates every ``finetune.eval_every`` steps: dev accuracy (the Early Stop criterion), the
     accuracy on (a sample of) each fine-tuning set (the fitting curves) and on the ID test set.
     Convergence is the step budget ``finetune.steps``; the first step at which the training set was
     fitted is recorded."""
     kg, vocab = world.kg, world.corpus.vocab
-    facts = splits.ft_known if which == "known" else splits.ft_unknown
+    sets = ft_sets(cfg, world, splits)
+    facts = sets[which]
     model = load_model(base.dir / "train" / "con.safetensors")
     sample_rng = rngs.stream(cfg.seed, "finetune/eval-sample")
     k_eval = min(cfg.run.ft_eval_facts, len(splits.ft_known))
@@ -199,6 +246,10 @@ def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Spli
               "ft_known_acc": np.sort(sample_rng.choice(splits.ft_known, k_eval, replace=False)),
               "ft_unknown_acc": np.sort(sample_rng.choice(splits.ft_unknown, k_eval, replace=False)),
               "train_acc": facts}
+    if which == "mixed":                         # the fitting curves of the set's own two parts
+        probes |= {"train_known_acc": np.intersect1d(facts, splits.ft_known),
+                   "train_unknown_acc": np.intersect1d(facts, splits.ft_unknown)}
+        probes = {k: v for k, v in probes.items() if len(v)}
     batches = {k: (zero_shot(vocab, kg.s[v], kg.r[v]), vocab.entity(kg.a[v])) for k, v in probes.items()}
 
     def evaluate(m, step):
@@ -208,7 +259,7 @@ def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Spli
         return row | {"es_dev_acc": row["dev_acc"] if step > 0 else float("nan")}
 
     name = f"finetune-{which}"
-    result = train(model, qa_rows(world, facts), cfg.finetune, out / f"ft-{which}", seed=cfg.seed, name=name,
+    result = train(model, qa_rows(world, facts), cfg.finetune.train, out / f"ft-{which}", seed=cfg.seed, name=name,
                    evaluate=evaluate, select_metric="es_dev_acc", progress=bar)
     curve = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
     curve = [row for row in curve if "dev_acc" in row]
