@@ -12,12 +12,15 @@ ratio, and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import platform
 import resource
 import time
 from pathlib import Path
+
+from kgsim.core.io import OutputPathError, check_out_file, write_json
+
+OUT_NOTE = "(default runs/bench/, outside the tracked tree; benchmarks/results/ holds the committed record)"
 
 
 def world_config(n_facts: int):
@@ -126,8 +129,13 @@ def measure(fn_name: str, n_facts: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--facts", type=int, default=1_000_000)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_graph.json"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/bench_graph.json"),
+                    help="JSON results " + OUT_NOTE)
     args = ap.parse_args()
+    try:
+        check_out_file(args.out)
+    except OutputPathError as e:
+        ap.error(str(e))
     ours = measure("run_kgsim", args.facts)
     ref = measure("run_networkx", args.facts)
     print(f"{'':<22}{'facts':>10}{'tokens':>12}{'graph s':>10}{'corpus s':>10}{'total s':>10}{'peak MB':>10}")
@@ -136,9 +144,9 @@ def main() -> None:
               f"{m['total_s']:>10.2f}{m['max_rss_mb']:>10.0f}")
     ratio = ref["total_s"] / ours["total_s"]
     print(f"speed-up: {ratio:.1f}x faster; memory: {ref['max_rss_mb'] / ours['max_rss_mb']:.1f}x less peak RSS")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"kgsim": ours, "networkx": ref, "speedup": ratio,
-                                    "machine": platform.platform(), "python": platform.python_version()}, indent=2))
+    write_json(args.out, {"kgsim": ours, "networkx": ref, "speedup": ratio,
+                          "machine": platform.platform(), "python": platform.python_version()})
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

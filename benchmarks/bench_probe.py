@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from kgsim.core.config import GraphConfig, ModelConfig
+from kgsim.core.io import OutputPathError, check_out_file, write_json
 from kgsim.core.rng import stream
 from kgsim.nn.model import build_model
 from kgsim.nn.probe import accessible_edges
@@ -26,8 +26,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--facts", type=int, default=100_000)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bench_probe.json"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench/bench_probe.json"),
+                    help="JSON results (default runs/bench/, outside the tracked tree; benchmarks/results/ holds "
+                         "the committed record)")
     args = ap.parse_args()
+    try:
+        check_out_file(args.out)
+    except OutputPathError as e:
+        ap.error(str(e))
     torch.set_num_threads(args.threads)
     # ~1M parameters: 2,000 entities x 51 relations (>= 100k facts), d_model 128, 2 layers
     n_rel = -(-(args.facts + 8 * 51) // 2000)
@@ -56,8 +62,8 @@ def main() -> None:
           f"4-shot: {rows['4-shot_s']:.2f} s   "
           f"per-fact loop (extrapolated): {rows['per_fact_loop_s_extrapolated']:.1f} s   "
           f"speed-up {rows['speedup_zero_shot']:.0f}x")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2))
+    write_json(args.out, rows)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

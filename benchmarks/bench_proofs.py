@@ -1,7 +1,8 @@
 """Benchmark of proofs.statements: the exact checks on 1,000,000-fact edge sets, and Hypothesis
 examples per second per statement.
 
-Prints a table and writes JSON (``--out``, default benchmarks/results/bench_proofs.json). Times
+Prints a table and writes JSON (``--out``, default runs/bench/bench_proofs.json, outside the tracked tree;
+benchmarks/results/ holds the committed record). Times
 are the median of ``--repeats`` runs (min and max recorded too). The reference is L1 computed with
 Python sets of fact ids, the obvious non-vectorised implementation. Asserts nothing.
 
@@ -10,7 +11,6 @@ Python sets of fact ids, the obvious non-vectorised implementation. Asserts noth
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from kgsim.core.edges import EdgeSet
+from kgsim.core.io import OutputPathError, check_out_file, write_json
 from kgsim.core.rng import stream
 from proofs import statements as S
 from proofs.strategies import gap_instances
@@ -136,16 +137,19 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1_000_000, help="facts per edge set")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--examples", type=int, default=200, help="Hypothesis examples per statement")
-    ap.add_argument("--out", default="benchmarks/results/bench_proofs.json")
+    ap.add_argument("--out", default="runs/bench/bench_proofs.json", help="JSON results (default runs/bench/)")
     args = ap.parse_args(argv)
+    try:
+        check_out_file(args.out)
+    except OutputPathError as e:
+        ap.error(str(e))
     exact = exact_timings(args.n, args.repeats)
     rates = hypothesis_rates(args.examples)
     print_table(exact, rates, args.n)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"n": args.n, "repeats": args.repeats, "examples": args.examples, "python": sys.version.split()[0],
             "numpy": np.__version__, "platform": platform.platform(), "cpus": os.cpu_count()}
-    out.write_text(json.dumps({"meta": meta, "exact": exact, "hypothesis": rates}, indent=1))
+    write_json(out, {"meta": meta, "exact": exact, "hypothesis": rates})
     print(f"\nwrote {out}")
     return 0
 

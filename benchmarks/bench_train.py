@@ -36,12 +36,12 @@ fails runs eagerly and the error is recorded); on CUDA kgsim's loss runs the LM 
     python benchmarks/bench_train.py --device cuda --compile off --quick   # H100, ~35 s
     python benchmarks/bench_train.py --device cpu --preset cuda --rows 2 --steps 2   # CUDA logic on CPU
 
-Prints a table and writes JSON (--out, default benchmarks/results/bench_train_<device>.json).
+Prints a table and writes JSON (--out, default runs/bench/bench_train_<device>.json, outside the
+tracked tree; benchmarks/results/ holds the committed record).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -54,6 +54,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+
+from kgsim.core.io import OutputPathError, check_out_file, write_json  # noqa: E402
 
 H100_BF16_DENSE_PEAK = 989e12   # FLOP/s, spec sheet (SXM); about 800e12 is what large matmuls reach
 
@@ -327,7 +329,11 @@ def parse(argv=None):
     a.block = a.block or (5 if cuda else 1)
     a.warmup = a.warmup or (3 if cuda else 2)
     a.budget = a.budget or ((150.0 if cuda else 30.0) if a.quick else (240.0 if cuda else 60.0))
-    a.out = a.out or Path(__file__).parent / "results" / f"bench_train_{a.device}.json"
+    a.out = a.out or Path("runs") / "bench" / f"bench_train_{a.device}.json"
+    try:
+        check_out_file(a.out)
+    except OutputPathError as e:
+        p.error(str(e))
     return a
 
 
@@ -366,8 +372,7 @@ def main(argv=None) -> int:
                args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                peak_flops_spec=H100_BF16_DENSE_PEAK if args.device == "cuda" else None,
                results=results, skipped=skipped, wall_s=time.perf_counter() - t0)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    write_json(args.out, out)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -19,13 +19,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from kgsim.core.io import InputFileError, check_safetensors, read_json
 from kgsim.core.rng import stream, torch_generator
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -75,14 +75,17 @@ def check_model_dir(model_dir: str | Path) -> Path:
 
     d = Path(model_dir).expanduser()
     if not d.is_dir():
-        raise ModelDirError(f"model directory {str(d)!r} does not exist (models load from local directories only)")
+        raise ModelDirError(f"model directory {str(d)!r} is a file, not a folder" if d.exists() else
+                            f"model directory {str(d)!r} does not exist (models load from local directories only)")
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
         raise ModelDirError(f"{str(d)!r} is not a model directory: no config.json")
     try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelDirError(f"{cfg_path}: not valid JSON ({e.msg})") from None
+        cfg = read_json(cfg_path, "a Hugging Face model config.json")
+        for w in sorted(d.glob("*.safetensors")):
+            check_safetensors(w, "a Hugging Face weights file (.safetensors)")
+    except InputFileError as e:
+        raise ModelDirError(str(e)) from None
     mtype = cfg.get("model_type")
     if mtype not in CONFIG_MAPPING:
         raise ModelDirError(f"{cfg_path}: model_type {mtype!r} is not built into transformers "

@@ -144,3 +144,107 @@ def test_pretrain_command_writes_checkpoint_export_plot_and_probe(capsys, tmp_pa
     assert code == 0 and (out / "metrics.jsonl").read_bytes() == before       # reused, not retrained
     code, _, err = run(capsys, "pretrain", "--preset", "smoke", "--set", "pretrain.steps=7", "--out", str(out))
     assert code == 2 and "another pretraining" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Default folders, one cache, files a collaborator can read
+# --------------------------------------------------------------------------------------------
+
+TINY = ["--set", "pretrain.steps=30", "--set", "finetune.steps=10", "--set", "probe.n_exemplar_sets=1"]
+
+
+def _modes(root):
+    """{path relative to root: permission bits} of everything under root (hidden temp files included)."""
+    import os
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = os.path.join(d, name)
+            out[os.path.relpath(p, root)] = os.stat(p).st_mode & 0o777
+    return out
+
+
+@pytest.fixture
+def umask022():
+    import os
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.slow
+def test_graph_pretrain_run_with_default_folders_share_one_cache(capsys, tmp_path, monkeypatch, umask022):
+    """`kgsim graph`, `kgsim pretrain`, `kgsim run` with no --out: three folders that do not collide,
+    one world built once, one base model pretrained once, and every file readable by group and others."""
+    import os
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "graph", "--preset", "smoke", *TINY)
+    assert code == 0, err
+    assert "runs/smoke-world/" in out                        # the world is the preset's: no hash in its name
+    cache = Path("runs/.kgsim-cache")
+    (world,) = cache.glob("world-*")
+    stamp = (world / "corpus.npz").stat().st_mtime_ns
+    code, out, err = run(capsys, "pretrain", "--preset", "smoke", *TINY)
+    assert code == 0, err
+    (pre,) = Path("runs").glob("smoke-*-pretrain")           # TINY changes the base model: a hashed name
+    assert (pre / "base.safetensors").is_file()
+    (base,) = cache.glob("base-*")
+    metrics = (base / "train" / "metrics.jsonl").read_bytes()
+    code, out, err = run(capsys, "run", "--preset", "smoke", *TINY)
+    assert code == 0, err
+    (run_dir,) = [p for p in Path("runs").iterdir() if p.name.startswith("smoke-") and p.name.count("-") == 1
+                  and p.name != "smoke-world"]
+    assert (run_dir / "report.md").is_file() and f"{run_dir}/report.md" in out
+    assert list(cache.glob("world-*")) == [world] and (world / "corpus.npz").stat().st_mtime_ns == stamp
+    assert list(cache.glob("base-*")) == [base] and (base / "train" / "metrics.jsonl").read_bytes() == metrics
+    assert sorted(p.name for p in Path("runs").iterdir()) == sorted(
+        [".kgsim-cache", "smoke-world", pre.name, run_dir.name])
+    modes = _modes("runs")
+    assert modes and all(m & 0o044 == 0o044 for m in modes.values()), \
+        {p: oct(m) for p, m in modes.items() if m & 0o044 != 0o044}
+    assert all(m & 0o011 == 0o011 for p, m in modes.items() if os.path.isdir(os.path.join("runs", p)))
+    temp = [p for p in modes if os.path.basename(p).startswith(".") and os.path.basename(p) != ".kgsim-cache"]
+    assert not temp                                                                     # no temp files left
+
+
+def test_files_follow_the_umask(capsys, tmp_path):
+    import os
+
+    from kgsim.core.io import atomic_dir, copy_file, write_json, write_npz, write_text
+
+    for mask, f_mode, d_mode in ((0o022, 0o644, 0o755), (0o027, 0o640, 0o750), (0o077, 0o600, 0o700)):
+        old = os.umask(mask)
+        try:
+            d = tmp_path / f"m{mask:o}"
+            write_json(d / "a.json", {"x": 1})
+            write_text(d / "b.txt", "x")
+            write_npz(d / "c.npz", x=np.zeros(2))
+            copy_file(d / "b.txt", d / "e.txt")
+            with atomic_dir(d / "sub") as t:
+                (t / "f").write_text("x")
+            code, _, err = run(capsys, "graph", "--preset", "smoke", "--out", str(d / "world"))
+            assert code == 0, err
+        finally:
+            os.umask(old)
+        for p, m in _modes(d).items():
+            assert m == (d_mode if (d / p).is_dir() else f_mode), (mask, p, oct(m))
+
+
+def test_default_folders_never_collide():
+    import argparse
+
+    from kgsim.cli.base import default_out
+
+    def out(kind, *overrides, preset="smoke"):
+        args = argparse.Namespace(preset=preset, config=None, overrides=list(overrides))
+        return str(default_out(args, load_config(preset, overrides=list(overrides)), kind))
+
+    assert out("world") == "runs/smoke-world" and out("pretrain") == "runs/smoke-pretrain" and out("run") == "runs/smoke"
+    assert out("run", "run.seeds=[0, 1]") == out("run", "seed=3") == "runs/smoke"   # seeds: the same run
+    assert out("world", "pretrain.steps=7") == "runs/smoke-world"          # the world does not change
+    other = out("pretrain", "pretrain.steps=7")
+    assert other.startswith("runs/smoke-") and other.endswith("-pretrain") and other != "runs/smoke-pretrain"
+    assert len({out("run"), out("run", "splits.ft_size=20"), out("run", "finetune.lr=0.1"), out("world"), out("pretrain"),
+                out("run", preset="default")}) == 6

@@ -9,7 +9,7 @@ from kgsim.core.kg import KnowledgeGraph, fitted_popularity_exponent
 from kgsim.core.rng import stream
 from kgsim.world.graph import GENERATORS, generate
 
-SYNTHETIC = sorted(g for g in GENERATORS if g != "tsv")
+SYNTHETIC = sorted(g for g in GENERATORS if g not in ("tsv", "entityquestions"))
 
 
 @st.composite

@@ -11,7 +11,7 @@ from kgsim.world.corpus import PAD, Corpus, Vocabulary, build_corpus, parse_fact
 from kgsim.world.graph import GENERATORS, generate
 from kgsim.world.splits import Splits, assign_qa_subjects, make_splits
 
-SYNTHETIC = sorted(g for g in GENERATORS if g != "tsv")
+SYNTHETIC = sorted(g for g in GENERATORS if g not in ("tsv", "entityquestions"))
 
 
 @st.composite

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -45,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kgsim.core.config import ModelConfig, to_dict
+from kgsim.core.io import InputFileError, check_safetensors, file_mode
 from kgsim.core.rng import torch_generator
 
 __all__ = [
@@ -347,6 +349,7 @@ def save_weights(model: GPT, path: str | Path) -> Path:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     meta = {"kgsim_model_config": json.dumps(to_dict(model.cfg)), "vocab_size": str(model.vocab_size)}
     save_file(state, str(path), metadata=meta)
+    os.chmod(path, file_mode())                 # safetensors writes 0600: give the umask's permissions
     return path
 
 
@@ -360,21 +363,26 @@ def load_weights(path: str | Path, device: str = "cpu") -> dict[str, torch.Tenso
 def load_model(path: str | Path, device: str = "cpu") -> GPT:
     """Rebuild the model saved by :func:`save_weights` from its metadata and weights.
 
-    Raises ValueError if the file holds no kgsim model config.
+    Raises:
+        InputFileError: (a ValueError) the file is missing, truncated, not safetensors, or holds no
+            kgsim model (one line naming it).
     """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    what = "a kgsim model file (.safetensors from kgsim pretrain or run)"
+    meta = check_safetensors(path, what)
     if "kgsim_model_config" not in meta:
-        raise ValueError(f"{path}: no kgsim_model_config in the safetensors metadata")
-    fields = json.loads(meta["kgsim_model_config"])
-    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ModelConfig)})
-    if unknown:
-        raise ValueError(f"{path}: model config keys {unknown} are unknown to this kgsim version")
-    cfg = ModelConfig(**fields)
-    model = GPT(cfg, int(meta["vocab_size"]))
-    model.load_state_dict(load_weights(path))
+        raise InputFileError(f"{path}: no kgsim_model_config in the safetensors metadata (expected {what})")
+    try:
+        fields = json.loads(meta["kgsim_model_config"])
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if unknown:
+            raise InputFileError(f"{path}: model config keys {unknown} are unknown to this kgsim version")
+        model = GPT(ModelConfig(**fields), int(meta["vocab_size"]))
+        model.load_state_dict(load_weights(path))
+    except InputFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any inconsistency of a structurally valid file
+        raise InputFileError(f"{path}: holds no loadable kgsim model ({type(e).__name__}: {str(e)[:100]}; "
+                             f"expected {what})") from None
     return model.to(device)
 
 
@@ -533,4 +541,7 @@ def export_hf(model: GPT, tokens: list[str], out_dir: str | Path, *, pad_token: 
     out_dir.mkdir(parents=True, exist_ok=True)
     to_hf(model, **ids).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    for f in out_dir.iterdir():
+        if f.is_file():
+            os.chmod(f, file_mode())
     return out_dir

@@ -60,6 +60,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from tqdm.auto import tqdm
 
 from kgsim.core.config import TrainConfig, to_dict
+from kgsim.core.io import file_mode
 from kgsim.core.rng import torch_seed
 from kgsim.core.rows import DataError, TokenRows
 from kgsim.nn.model import GPT, save_weights
@@ -208,6 +209,7 @@ def _atomic(path: Path, write: Callable[[Path], object]) -> None:
     write(tmp)
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
+    os.chmod(tmp, file_mode())                  # safetensors writes 0600; a collaborator may read a run
     os.replace(tmp, path)
 
 

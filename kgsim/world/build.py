@@ -5,6 +5,7 @@ directory with the hash of those sections and reused whenever the hash matches.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,11 @@ import numpy as np
 
 from kgsim.core import rng as rngs
 from kgsim.core.config import ExperimentConfig, to_toml
-from kgsim.core.io import atomic_dir, write_json
+from kgsim.core.io import InputFileError, atomic_dir, read_json, write_json
 from kgsim.core.kg import KnowledgeGraph
 from kgsim.world.corpus import Corpus, build_corpus
 from kgsim.world.graph import generate
+from kgsim.world.loaded import input_fingerprint
 from kgsim.world.plots import plot_graph_summary
 from kgsim.world.splits import Splits, assign_qa_subjects, make_splits
 
@@ -36,7 +38,10 @@ class World:
 
 
 def world_hash(cfg: ExperimentConfig) -> str:
-    return cfg.section_hash(*WORLD_SECTIONS)
+    """The world's cache key: its config sections and, for a graph read from files, their contents."""
+    h = cfg.section_hash(*WORLD_SECTIONS)
+    data = input_fingerprint(cfg.graph)
+    return hashlib.sha256(f"{h}:{data}".encode()).hexdigest()[:16] if data else h
 
 
 def build_world(cfg: ExperimentConfig, progress=None) -> World:
@@ -79,5 +84,9 @@ def load_world(path: Path) -> World:
 
 
 def world_is_current(path: Path, cfg: ExperimentConfig) -> bool:
-    f = Path(path) / "summary.json"
-    return f.is_file() and json.loads(f.read_text()).get("config_hash") == world_hash(cfg)
+    """`path` holds the world of `cfg` (False for an unreadable or foreign summary.json)."""
+    try:
+        summary = read_json(Path(path) / "summary.json", "a kgsim world's summary.json")
+    except InputFileError:
+        return False
+    return summary.get("config_hash") == world_hash(cfg)

@@ -2,8 +2,9 @@
 
 A :class:`KnowledgeGraph` stores its facts as three aligned int64 arrays ``s, r, a`` (subject,
 relation, answer) plus ``exposure`` (how often each fact is shown in pretraining). Synthetic
-generators are registered by name in :data:`GENERATORS`; real graphs load from TSV with
-:func:`load_tsv`.
+generators are registered by name in :data:`GENERATORS`; real graphs load from a TSV
+(:func:`load_tsv`, generator ``tsv``) or from EntityQuestions (generator ``entityquestions``), both
+in :mod:`kgsim.world.loaded`.
 
 Answer rule. A query is an (s, r) pair. Synthetic graphs are functional (one answer per (s, r));
 a loaded graph may hold several true answers for one (s, r), and then **any** of them counts as a
@@ -19,13 +20,16 @@ True
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from kgsim.core.config import ConfigError, GraphConfig
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.world.loaded import GraphFileError, load_entityquestions, load_tsv
+
+__all__ = ["GENERATORS", "register", "generate", "zipf_popularity", "draw_exposure", "GraphFileError", "load_tsv",
+           "load_entityquestions"]
 
 # --------------------------------------------------------------------------------------------
 
@@ -190,8 +194,14 @@ def community_graph(cfg: GraphConfig, rng: np.random.Generator) -> KnowledgeGrap
 
 @register("tsv")
 def tsv_graph(cfg: GraphConfig, rng: np.random.Generator) -> KnowledgeGraph:
-    """A real graph from ``cfg.tsv_path``; exposure follows Zipf popularity ranked by degree."""
+    """A real graph from ``cfg.tsv_path`` (:func:`kgsim.world.loaded.load_tsv`)."""
     return load_tsv(cfg.tsv_path, cfg, rng)
+
+
+@register("entityquestions")
+def entityquestions_graph(cfg: GraphConfig, rng: np.random.Generator) -> KnowledgeGraph:
+    """EntityQuestions' named facts from ``cfg.data_path`` (:func:`kgsim.world.loaded.load_entityquestions`)."""
+    return load_entityquestions(cfg.data_path, cfg, rng)
 
 
 def generate(cfg: GraphConfig, rng: np.random.Generator) -> KnowledgeGraph:
@@ -199,55 +209,3 @@ def generate(cfg: GraphConfig, rng: np.random.Generator) -> KnowledgeGraph:
     if cfg.generator not in GENERATORS:
         raise ConfigError(f"graph.generator = {cfg.generator!r}: unknown; choose one of {sorted(GENERATORS)}")
     return GENERATORS[cfg.generator](cfg, rng)
-
-
-# --------------------------------------------------------------------------------------------
-# Real graphs from TSV
-# --------------------------------------------------------------------------------------------
-
-class GraphFileError(ValueError):
-    """A knowledge-graph file is malformed; the message names the file and line."""
-
-
-def load_tsv(path: str | Path, cfg: GraphConfig | None = None, rng: np.random.Generator | None = None) -> KnowledgeGraph:
-    """Load `head<TAB>relation<TAB>tail` lines. Several tails for one (head, relation) are allowed
-    (a multi-answer query: any of them counts as correct). Empty files, lines without exactly
-    three non-empty columns and repeated lines raise :class:`GraphFileError` naming the line.
-    Entities get one type (0) and relations domain = range = 0; exposure counts are drawn from a
-    Zipf popularity ranked by entity degree (most-connected = most popular)."""
-    cfg = cfg or GraphConfig(generator="tsv", tsv_path=str(path))
-    path = Path(path)
-    if not path.is_file():
-        raise GraphFileError(f"{path}: no such file")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if not any(line.strip() for line in lines):
-        raise GraphFileError(f"{path}: empty file (expected head<TAB>relation<TAB>tail lines)")
-    ents: dict[str, int] = {}
-    rels: dict[str, int] = {}
-    seen: dict[tuple[str, str, str], int] = {}
-    s, r, a = [], [], []
-    for no, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        cols = line.rstrip("\r").split("\t")
-        if len(cols) != 3 or not all(c.strip() for c in cols):
-            raise GraphFileError(f"{path}:{no}: expected 3 tab-separated columns (head, relation, tail), "
-                                 f"got {len(cols)}: {line[:80]!r}")
-        h, rel, t = (c.strip() for c in cols)
-        if (h, rel, t) in seen:
-            raise GraphFileError(f"{path}:{no}: duplicate of line {seen[(h, rel, t)]}: {line[:80]!r}")
-        seen[(h, rel, t)] = no
-        s.append(ents.setdefault(h, len(ents)))
-        r.append(rels.setdefault(rel, len(rels)))
-        a.append(ents.setdefault(t, len(ents)))
-    s, r, a = (np.array(x, np.int64) for x in (s, r, a))
-    n = len(ents)
-    rng = rng if rng is not None else np.random.default_rng(0)
-    degree = np.bincount(s, minlength=n) + np.bincount(a, minlength=n)
-    w = np.arange(1, n + 1, dtype=np.float64) ** -cfg.zipf_exponent
-    pop = np.empty(n)
-    pop[np.argsort(-degree, kind="stable")] = w / w.sum()
-    exposure = draw_exposure(pop[s], cfg, rng)
-    return KnowledgeGraph(np.zeros(n, np.int64), np.zeros(len(rels), np.int64), np.zeros(len(rels), np.int64),
-                          s, r, a, exposure, pop, np.zeros((0, 2), np.int64),
-                          entity_names=list(ents), relation_names=list(rels), generator="tsv")

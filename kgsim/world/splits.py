@@ -15,7 +15,16 @@ statements. Then :func:`make_splits` draws, over the fine-tuning relations R_ft:
 - ``test["open-world"]``: known facts of other relations about *other* subjects, preferring
   subjects whose type no fine-tuning relation takes (relation, entity and type shift);
 - ``two_hop``: composed queries (s, r1∘r2) over non-QA subjects whose two hops are both known;
-- ``demos``: per relation, facts of QA subjects reserved for few-shot demonstrations.
+- ``demos``: per relation, up to ``n_demo_pool`` facts of QA subjects reserved for few-shot
+  demonstrations.
+
+Real graphs (kgsim.world.loaded). A query (s, r) with several true answers takes part through one
+fact, its most-shown answer (:func:`query_representatives`): it is fine-tuned on that answer and
+tested with any (:meth:`KnowledgeGraph.is_correct`), and a query never lands in two sets. A relation
+whose demonstration pool holds fewer than ``min_demo_pool`` facts (when that key is set) stays out
+of fine-tuning, tests and SliCK (``meta["prompt_relations"]`` lists the others); the fine-tuning
+relations are named (``ft_relation_names``) or chosen among those that can supply their share. A
+graph too small for a size raises ConfigError naming the key and the largest value that fits.
 
 All sets are pairwise disjoint; :meth:`Splits.check_disjoint` verifies it and
 :func:`make_splits` calls it before returning.
@@ -93,71 +102,143 @@ def assign_qa_subjects(n_entities: int, share: float, rng: np.random.Generator) 
     return mask
 
 
-def _take(pool: np.ndarray, n: int, key: str, what: str, rng: np.random.Generator) -> np.ndarray:
+def query_representatives(kg: KnowledgeGraph) -> np.ndarray:
+    """bool [n_facts]: one fact per query (s, r), the one shown most often in pretraining (the lowest
+    id among ties). A multi-answer query enters fine-tuning with this answer and is tested with any
+    (:meth:`KnowledgeGraph.is_correct`); in a functional graph every fact is its query's."""
+    ids = np.arange(kg.n_facts)
+    key = kg.query_keys(kg.s, kg.r)
+    order = np.lexsort((ids, -kg.exposure, key))
+    first = np.ones(kg.n_facts, bool)
+    first[1:] = key[order][1:] != key[order][:-1]
+    rep = np.zeros(kg.n_facts, bool)
+    rep[order[first]] = True
+    return rep
+
+
+def prompt_relations(kg: KnowledgeGraph, splits: "Splits") -> np.ndarray:
+    """The relations with a full enough demonstration pool for k-shot prompts and SliCK (all of them
+    in worlds saved before the pool could be short)."""
+    rels = splits.meta.get("prompt_relations")
+    return np.arange(kg.n_relations) if rels is None else np.asarray(rels, np.int64)
+
+
+def probe_candidates(kg: KnowledgeGraph, splits: "Splits") -> np.ndarray:
+    """Fact ids SliCK categorises: one per query of a statement-only subject, in a relation with a
+    full enough demonstration pool (the candidates for fine-tuning, dev and test sets)."""
+    ok = query_representatives(kg) & ~splits.qa_subjects[kg.s] & np.isin(kg.r, prompt_relations(kg, splits))
+    return np.flatnonzero(ok)
+
+
+def _take(pool: np.ndarray, n: int, key: str, what: str, rng: np.random.Generator, hint: str = "") -> np.ndarray:
     if n > len(pool):
-        raise ConfigError(f"{key} = {n}: only {len(pool)} {what} exist in this graph")
+        fits = f"the largest {key} that fits is {len(pool)}" if len(pool) else (hint or "no value fits")
+        raise ConfigError(f"{key} = {n}: only {len(pool)} {what} exist in this graph; {fits}")
     return np.sort(rng.choice(pool, n, replace=False))
 
 
-def _balanced(known: np.ndarray, unknown: np.ndarray, r: np.ndarray, ft_rels: np.ndarray, n: int,
+def _per_relation(n: int, k: int) -> np.ndarray:
+    per = np.full(k, n // k)
+    per[: n % k] += 1
+    return per
+
+
+def _largest_balanced(avail: np.ndarray, n: int) -> int:
+    """The largest size <= n whose per-relation split (:func:`_per_relation`) fits `avail`."""
+    while n > 0 and (_per_relation(n, len(avail)) > avail).any():
+        n -= 1
+    return n
+
+
+def _balanced(known: np.ndarray, unknown: np.ndarray, kg: KnowledgeGraph, ft_rels: np.ndarray, n: int,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Equal-size Known and Unknown sets with the same number of facts per relation."""
-    per = np.full(len(ft_rels), n // len(ft_rels))
-    per[: n % len(ft_rels)] += 1
+    r = kg.r
+    avail = np.array([min((r[known] == rel).sum(), (r[unknown] == rel).sum()) for rel in ft_rels])
+    per = _per_relation(n, len(ft_rels))
+    if (per > avail).any():
+        i = int(np.argmax(per > avail))
+        rel = int(ft_rels[i])
+        kn, unk = int((r[known] == rel).sum()), int((r[unknown] == rel).sum())
+        best = _largest_balanced(avail, n)
+        fits = (f"the largest splits.ft_size that fits is {best}" if best else
+                "no splits.ft_size fits: choose other splits.ft_relation_names, or a graph with more "
+                + ("never-shown facts (graph.never_exposed_share)" if not unk else "known facts"))
+        raise ConfigError(f"splits.ft_size = {n}: fine-tuning relation {kg.relation_name(rel)!r} has {kn} known and "
+                          f"{unk} unknown candidate facts, {per[i]} of each needed; {fits}")
     kn, unk = [], []
     for rel, k in zip(ft_rels, per):
-        kn.append(_take(known[r[known] == rel], int(k), "splits.ft_size",
-                        f"known facts of fine-tuning relation {rel} (needed {k} per relation)", rng))
-        unk.append(_take(unknown[r[unknown] == rel], int(k), "splits.ft_size",
-                         f"unknown facts of fine-tuning relation {rel} (needed {k} per relation)", rng))
+        kn.append(np.sort(rng.choice(known[r[known] == rel], int(k), replace=False)))
+        unk.append(np.sort(rng.choice(unknown[r[unknown] == rel], int(k), replace=False)))
     return np.sort(np.concatenate(kn)), np.sort(np.concatenate(unk))
+
+
+def _demo_pools(kg: KnowledgeGraph, qa_subjects: np.ndarray, rep: np.ndarray, cfg: SplitConfig,
+                rng: np.random.Generator) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Per relation, up to ``n_demo_pool`` exposed facts of QA subjects (one per query) for
+    demonstrations; and the relations whose pool holds at least ``min_demo_pool`` (0: the full
+    ``n_demo_pool``, and a relation short of it is an error)."""
+    ids = np.arange(kg.n_facts)
+    need = cfg.min_demo_pool or cfg.n_demo_pool
+    demos, ok = {}, []
+    for rel in range(kg.n_relations):
+        pool = ids[(kg.r == rel) & qa_subjects[kg.s] & (kg.exposure > 0) & rep]
+        demos[rel] = np.sort(rng.choice(pool, min(cfg.n_demo_pool, len(pool)), replace=False))
+        if len(pool) >= need:
+            ok.append(rel)
+        elif not cfg.min_demo_pool:
+            raise ConfigError(f"splits.n_demo_pool = {cfg.n_demo_pool}: relation {kg.relation_name(rel)!r} has only "
+                              f"{len(pool)} facts of QA subjects to draw demonstrations from; set splits.min_demo_pool "
+                              "(>= the largest of prompts.k_shots and probe.n_shots) to keep relations with fewer "
+                              "out of fine-tuning and tests (the realkg preset does)")
+    return demos, np.array(ok, np.int64)
 
 
 def make_splits(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: SplitConfig, rng: np.random.Generator,
                 known: np.ndarray | None = None, unknown: np.ndarray | None = None) -> Splits:
     """Draw every split (see the module docstring). `known` / `unknown` (bool [n_facts]) replace the
     ground-truth exposure rule, e.g. with measured SliCK categories. Raises ConfigError naming the
-    key when the graph holds too few facts for the requested sizes."""
+    key, and the largest value that fits, when the graph holds too few facts for the requested sizes.
+
+    A query with several true answers takes part through one fact (:func:`query_representatives`):
+    Known when that answer was shown at least ``known_min_exposure`` times, Unknown when no answer
+    of the query was ever shown."""
     exposure = kg.exposure
+    rep = query_representatives(kg)
+    truth_known, truth_unknown = rep & (exposure >= cfg.known_min_exposure), rep & (exposure == 0)
     measured = known is not None
-    known = exposure >= cfg.known_min_exposure if known is None else np.asarray(known, bool)
+    known = truth_known if known is None else np.asarray(known, bool) & rep
     unknown_given = unknown is not None
-    unknown = exposure == 0 if unknown is None else np.asarray(unknown, bool)
+    unknown = truth_unknown if unknown is None else np.asarray(unknown, bool) & rep
     if cfg.ft_relations > kg.n_relations:
         raise ConfigError(f"splits.ft_relations = {cfg.ft_relations}: the graph has {kg.n_relations} relations")
-    single = kg.n_answers() == 1                    # multi-answer queries are kept out of FT/test sets
     plain_subject = ~qa_subjects[kg.s]
-    ft_rels = choose_ft_relations(kg, cfg.ft_relations)
-    in_ft = np.isin(kg.r, ft_rels)
     ids = np.arange(kg.n_facts)
 
     # Demonstrations: QA subjects' exposed facts, per relation (they are never tested).
-    demos = {}
-    for rel in range(kg.n_relations):
-        pool = ids[(kg.r == rel) & qa_subjects[kg.s] & (exposure > 0) & single]
-        demos[rel] = np.sort(rng.choice(pool, min(cfg.n_demo_pool, len(pool)), replace=False))
-        if len(demos[rel]) < cfg.n_demo_pool:
-            raise ConfigError(f"splits.n_demo_pool = {cfg.n_demo_pool}: relation {rel} has only {len(pool)} "
-                              "facts of QA subjects to draw demonstrations from")
+    demos, prompt_rels = _demo_pools(kg, qa_subjects, rep, cfg, rng)
+    promptable = np.isin(kg.r, prompt_rels)
+    ft_rels = _ft_relations(kg, cfg, prompt_rels, plain_subject & truth_known, plain_subject & truth_unknown)
+    in_ft = np.isin(kg.r, ft_rels)
 
-    base = plain_subject & single & in_ft
-    ft_known, ft_unknown = _balanced(ids[base & known], ids[base & unknown & ~known], kg.r, ft_rels,
-                                     cfg.ft_size, rng)
+    base = plain_subject & rep & in_ft
+    ft_known, ft_unknown = _balanced(ids[base & known], ids[base & unknown & ~known], kg, ft_rels, cfg.ft_size, rng)
     used = np.zeros(kg.n_facts, bool)
     used[ft_known] = used[ft_unknown] = True
     dev = _take(ids[base & known & ~used], cfg.dev_size, "splits.dev_size", "held-out known facts of the "
-                "fine-tuning relations (after the fine-tuning sets)", rng)
+                "fine-tuning relations (after the fine-tuning sets)", rng, "lower splits.ft_size")
     used[dev] = True
     tuned = used.copy()                             # facts seen in fine-tuning or model selection
     test_id = _take(ids[base & known & ~used], cfg.test_size, "splits.test_size", "held-out known facts of "
-                    "the fine-tuning relations (after fine-tuning and dev sets)", rng)
+                    "the fine-tuning relations (after fine-tuning and dev sets)", rng, "lower splits.ft_size")
     used[test_id] = True
 
     ft_subjects = np.zeros(kg.n_entities, bool)
     ft_subjects[kg.s[np.concatenate([ft_known, ft_unknown, dev, test_id])]] = True
-    other = plain_subject & single & ~in_ft & known & ~used
+    other = plain_subject & rep & promptable & ~in_ft & known & ~used
     near = _take(ids[other & ft_subjects[kg.s]], cfg.test_size, "splits.test_size",
-                 "known facts of other relations about the fine-tuning subjects (Near-ID)", rng)
+                 "known facts of other relations about the fine-tuning subjects (Near-ID)", rng,
+                 "the graph's fine-tuning subjects need known facts of other relations")
     ft_types = np.unique(kg.relation_domain[ft_rels])
     far = other & ~ft_subjects[kg.s]
     far_typed = far & ~np.isin(kg.entity_types[kg.s], ft_types)
@@ -165,7 +246,8 @@ def make_splits(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: SplitConfig, r
     if far_typed.sum() < cfg.test_size:
         far_typed, ow_rule = far, "other relations, other subjects (too few of other types)"
     open_world = _take(ids[far_typed], cfg.test_size, "splits.test_size",
-                       "known facts of other relations about other subjects (Open-World)", rng)
+                       "known facts of other relations about other subjects (Open-World)", rng,
+                       "the graph needs known facts of other relations about subjects not fine-tuned on")
 
     two_hop = kg.two_hop()
     if len(two_hop):
@@ -175,23 +257,63 @@ def make_splits(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: SplitConfig, r
             two_hop = two_hop[np.sort(rng.choice(len(two_hop), cfg.test_size, replace=False))]
     meta = {"open_world_rule": ow_rule,
             "known_rule": "measured" if measured else f"exposure >= {cfg.known_min_exposure}",
-            "unknown_rule": "measured" if unknown_given else "exposure == 0"}
+            "unknown_rule": "measured" if unknown_given else "exposure == 0",
+            "ft_relation_names": [kg.relation_name(int(r)) for r in ft_rels]}
+    if len(prompt_rels) < kg.n_relations:
+        meta["prompt_relations"] = prompt_rels.tolist()
     splits = Splits(qa_subjects, ft_rels, ft_known, ft_unknown, dev,
                     {"id": test_id, "near-id": near, "open-world": open_world}, two_hop, demos, meta)
     splits.check_disjoint()
     return splits
 
 
-def choose_ft_relations(kg: KnowledgeGraph, n: int) -> np.ndarray:
-    """The fine-tuning relations: `n` relations sharing the subject type that has the most relations
-    (so other relations of the same subjects remain for Near-ID and other types for Open-World),
-    preferring relations that are not the second hop of a composed pair, then the most populated."""
+def _ft_relations(kg: KnowledgeGraph, cfg: SplitConfig, prompt_rels: np.ndarray, known: np.ndarray,
+                  unknown: np.ndarray) -> np.ndarray:
+    """The fine-tuning relations: those named by ``splits.ft_relation_names``, else chosen by
+    :func:`choose_ft_relations` among relations with a demonstration pool, preferring those that can
+    supply their share of the fine-tuning sets (ground truth Known / Unknown, so the choice does not
+    move when Known is measured)."""
+    names = [kg.relation_name(r) for r in range(kg.n_relations)]
+    if cfg.ft_relation_names:
+        out = []
+        for name in cfg.ft_relation_names:
+            if name not in names:
+                shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
+                raise ConfigError(f"splits.ft_relation_names = {list(cfg.ft_relation_names)}: the graph has no "
+                                  f"relation {name!r} (it has {shown})")
+            rel = names.index(name)
+            if rel not in prompt_rels:
+                raise ConfigError(f"splits.ft_relation_names = {list(cfg.ft_relation_names)}: relation {name!r} has "
+                                  f"fewer than splits.min_demo_pool = {cfg.min_demo_pool} demonstration facts")
+            out.append(rel)
+        return np.array(sorted(set(out)), np.int64)
+    if cfg.ft_relations > len(prompt_rels):
+        raise ConfigError(f"splits.ft_relations = {cfg.ft_relations}: only {len(prompt_rels)} relations have at least "
+                          f"splits.min_demo_pool = {cfg.min_demo_pool or cfg.n_demo_pool} demonstration facts; the "
+                          f"largest splits.ft_relations that fits is {len(prompt_rels)}" if len(prompt_rels) else
+                          f"splits.ft_relations = {cfg.ft_relations}: no relation has splits.min_demo_pool = "
+                          f"{cfg.min_demo_pool} demonstration facts (exposed facts of QA subjects); lower it")
+    share = -(-cfg.ft_size // cfg.ft_relations)
+    able = np.array([min((kg.r[known] == r).sum(), (kg.r[unknown] == r).sum()) >= share
+                     for r in range(kg.n_relations)], bool)
+    return choose_ft_relations(kg, cfg.ft_relations, candidates=prompt_rels, able=able)
+
+
+def choose_ft_relations(kg: KnowledgeGraph, n: int, candidates: np.ndarray | None = None,
+                        able: np.ndarray | None = None) -> np.ndarray:
+    """The fine-tuning relations: `n` of the `candidates` (default: all), first those `able` to
+    supply the fine-tuning sets, sharing the subject type that has the most relations (so other
+    relations of the same subjects remain for Near-ID and other types for Open-World), preferring
+    relations that are not the second hop of a composed pair, then those with the most
+    single-answer facts."""
     types, counts = np.unique(kg.relation_domain, return_counts=True)
     main = types[np.argmax(counts)]
     second_hops = set(kg.composed[:, 1].tolist())
-    size = np.bincount(kg.r, minlength=kg.n_relations)
-    order = sorted(range(kg.n_relations),
-                   key=lambda r: (kg.relation_domain[r] != main, r in second_hops, -int(size[r]), r))
+    size = np.bincount(kg.r[kg.n_answers() == 1], minlength=kg.n_relations)
+    able = np.ones(kg.n_relations, bool) if able is None else able
+    cands = range(kg.n_relations) if candidates is None else [int(r) for r in candidates]
+    order = sorted(cands, key=lambda r: (not able[r], kg.relation_domain[r] != main, r in second_hops,
+                                          -int(size[r]), r))
     return np.array(sorted(order[:n]), np.int64)
 
 
