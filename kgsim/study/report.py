@@ -43,6 +43,14 @@ def _f(iv: dict | None, pct: bool = True) -> str:
     return f"{s * iv['mean']:.1f} [{s * iv['lo']:.1f}, {s * iv['hi']:.1f}]"
 
 
+def _pts(x) -> str:
+    return "" if x is None or math.isnan(x) else f"{100 * x:.1f}"
+
+
+def _p(x) -> str:
+    return "" if x is None or math.isnan(x) else f"{x:.3g}"
+
+
 def _get(d: dict, *keys):
     for k in keys:
         if not isinstance(d, dict) or k not in d:
@@ -167,14 +175,21 @@ def render(res: dict, run_dir: Path) -> Path:
     if boot:
         L += ["One seed: the intervals of gaps and of the claims below are 95% bootstrap intervals over "
               "test facts; they cover test-set sampling only (training randomness needs more seeds).", ""]
-    L += ["## Observations", ""]
+    L += ["## Observations", "",
+          "Each observation is judged on one primary claim, fixed before any run: it **holds** when the "
+          "claim's 95% interval excludes 0 on the claimed side, **fails** when it excludes 0 on the other "
+          "side, and is **undecided** otherwise (an interval covering 0 is absence of evidence; the column "
+          "\"detectable\" gives the effect these seeds could find at 80% power). The other claims are "
+          "secondary: with several seeds their t-test p-values are Holm-corrected within the observation.", ""]
     for name, text in (("O1", "Δ_fact > 0 in-distribution, and it grows from ES to Con."),
                        ("O2", "the gap persists on Near-ID data and shrinks or vanishes on Open-World data"),
                        ("O3", "few-shot and CoT prompts shrink the gap (and in many settings reverse it)")):
         parts = res["observations"][name]
-        L += [f"**{name}** ({text}): **{summarise_observation(parts)}** in this run.", "",
-              "| claim | value (points) | verdict |", "|---|---|---|"]
-        L += [f"| {k} | {_f(v)} | {v['verdict']} |" for k, v in parts.items()]
+        L += [f"**{name}** ({text}): **{summarise_observation(parts)}** in this run (judged on its "
+              "primary claim).", "",
+              "| claim | value (points) | verdict | detectable at 80% power | Holm p |", "|---|---|---|---|---|"]
+        L += [f"| {'**primary**: ' if v.get('primary') else ''}{k} | {_f(v)} | {v['verdict']} | "
+              f"{_pts(v.get('mde'))} | {_p(v.get('p_holm'))} |" for k, v in parts.items()]
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]

@@ -4,9 +4,11 @@ paper's observations O1-O3 judged on them.
 Gaps (science.md §1): Δ_fact = Fact(FT-Known) − Fact(FT-Unknown) under the zero-shot question;
 Δ*_fact the same under a k-shot or CoT prompt; both per stage (ES, Con.) and test split.
 
-An observation "holds" when the 95% interval over seeds (Student t on the per-seed values)
-lies entirely on the claimed side of zero; "opposite" when it lies entirely on the other side;
-"inconclusive" otherwise. With one seed there is no interval over seeds; given that seed's edge
+A claim "holds" when the 95% interval over seeds (Student t on the per-seed values) lies
+entirely on the claimed side of zero; "opposite" when it lies entirely on the other side;
+"inconclusive" otherwise. An observation is judged on its primary claim (:data:`PRIMARY`):
+holds, fails (opposite) or undecided (with the effect the seeds could detect); the secondary
+claims' p-values are Holm-corrected within the observation. With one seed there is no interval over seeds; given that seed's edge
 sets (:func:`bootstrap_gaps`), each claim gets instead the 95% percentile interval of a bootstrap
 over test facts (each split's test set resampled with replacement, the same draw for every model,
 stage and prompt on that split, so paired comparisons stay paired), and the verdict says which.
@@ -39,6 +41,7 @@ from kgsim.core.names import (
     k_shot_name,
 )
 from kgsim.core.rng import stream
+from kgsim.study.stats import holm, mde
 
 
 def gap_pairs(edge_sets: list[EdgeSet]) -> dict[tuple[str, str, str], tuple[EdgeSet, EdgeSet]]:
@@ -120,14 +123,19 @@ def aggregate(per_seed: list[dict]) -> dict:
 # --------------------------------------------------------------------------------------------
 
 def verdict(values: list[float], positive: bool = True) -> dict:
-    """Whether per-seed `values` are > 0 (positive=True) or < 0, judged on the 95% interval."""
+    """Whether per-seed `values` are > 0 (positive=True) or < 0, judged on the 95% interval; with
+    the two-sided one-sample t-test's ``p`` and the effect the seeds could detect at 80% power
+    (``mde``, same units as the values)."""
     iv = interval(values)
     if iv["n"] == 0:
         return iv | {"verdict": "not measured"}
     if iv["n"] == 1:
         sign = iv["mean"] > 0 if positive else iv["mean"] < 0
         return iv | {"verdict": ("holds" if sign else "does not hold") + " (one seed: sign only)"}
-    return iv | {"verdict": _judge(iv["lo"], iv["hi"], positive)}
+    x = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
+    sd = float(x.std(ddof=1))
+    p = float(stats.ttest_1samp(x, 0.0).pvalue) if sd > 0 else (0.0 if x.mean() != 0 else 1.0)
+    return iv | {"verdict": _judge(iv["lo"], iv["hi"], positive), "p": p, "mde": mde(sd, len(x))}
 
 
 def _judge(lo: float, hi: float, positive: bool) -> str:
@@ -238,21 +246,53 @@ def _claims(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str]
     return {"O1": o1, "O2": o2, "O3": o3}
 
 
+# One primary contrast per observation, fixed before any run (the decisive-verdicts issue's
+# defaults); every other claim is secondary: Holm-corrected across its observation, shown as such.
+PRIMARY = {"O1": "gap_grows_es_to_con",
+           "O2": f"{CON}: gap_open_world_smaller_than_id",
+           "O3": f"{CON}: 4-shot shrinks the ID gap"}
+
+
 def observations(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str],
                  boot: dict | None = None) -> dict:
     """O1, O2, O3 (science.md §1) judged on per-seed gaps; every sub-claim with its interval. With
-    one seed and `boot` (:func:`bootstrap_gaps` of its edge sets), on the bootstrap interval."""
+    one seed and `boot` (:func:`bootstrap_gaps` of its edge sets), on the bootstrap interval.
+    The primary claim of each observation (:data:`PRIMARY`) carries ``"primary": True``; with
+    several seeds the secondary claims carry ``p_holm``, their t-test p-values Holm-adjusted within
+    the observation."""
     claims = _claims(per_seed, k_shots, sim_names)
     if len(per_seed) == 1 and boot:
         reps = _claims([boot], k_shots, sim_names)                        # values: arrays of replicates
-        return {o: {name: bootstrap_verdict(vals[0], reps[o][name][0], pos) for name, (vals, pos) in parts.items()}
-                for o, parts in claims.items()}
-    return {o: {name: verdict(vals, pos) for name, (vals, pos) in parts.items()} for o, parts in claims.items()}
+        out = {o: {name: bootstrap_verdict(vals[0], reps[o][name][0], pos) for name, (vals, pos) in parts.items()}
+               for o, parts in claims.items()}
+    else:
+        out = {o: {name: verdict(vals, pos) for name, (vals, pos) in parts.items()} for o, parts in claims.items()}
+    for o, parts in out.items():
+        if PRIMARY.get(o) in parts:
+            parts[PRIMARY[o]]["primary"] = True
+        secondary = [n for n, c in parts.items() if not c.get("primary") and "p" in c and not math.isnan(c["p"])]
+        for n, p_adj in zip(secondary, holm([parts[n]["p"] for n in secondary])):
+            parts[n]["p_holm"] = float(p_adj)
+    return out
 
 
 def summarise_observation(parts: dict) -> str:
-    """'holds' if every sub-claim holds, 'does not hold' if none does, else 'partly holds'.
-    Reversal sub-claims ("in many settings") are reported but do not count here."""
-    verdicts = [p["verdict"] for name, p in parts.items() if "reverses" not in name]
-    held = [v.startswith("holds") for v in verdicts]
-    return "holds" if all(held) else "does not hold" if not any(held) else "partly holds"
+    """The observation's verdict from its primary claim alone: "holds" (its 95% interval excludes 0
+    on the claimed side), "fails" (it excludes 0 on the other side) or "undecided" (the interval
+    covers 0: absence of evidence, never "does not hold"), with the effect the seeds could detect.
+    A result without a primary claim (written before primaries existed) falls back to "holds" only
+    if every non-reversal claim holds, else "undecided"."""
+    primary = next((c for c in parts.values() if c.get("primary")), None)
+    if primary is None:
+        held = [p["verdict"].startswith("holds") for name, p in parts.items() if "reverses" not in name]
+        return "holds" if held and all(held) else "undecided"
+    v = primary["verdict"]
+    if v.startswith("holds"):
+        return "holds"
+    if v == "opposite" or v.startswith("does not hold"):
+        return "fails"
+    if v == "not measured":
+        return "not measured"
+    m = primary.get("mde")
+    return "undecided" + (f" (detectable at 80% power with these seeds: {100 * m:.1f} points)"
+                          if m is not None and not math.isnan(m) else " (one seed: test-fact sampling only)")
