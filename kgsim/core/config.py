@@ -32,6 +32,8 @@ else:  # pragma: no cover
 
 import tomli_w
 
+from kgsim.core.io import InputFileError, read_text
+
 
 class ConfigError(ValueError):
     """A configuration key holds a value kgsim cannot use. The message names key and value."""
@@ -49,7 +51,7 @@ def _fail(key: str, value: Any, why: str) -> typing.NoReturn:
 class GraphConfig:
     """The synthetic (or loaded) knowledge graph and the exposure each fact gets in pretraining."""
 
-    generator: str = "zipf"            # registered name: uniform | zipf | preferential | community | tsv
+    generator: str = "zipf"            # registered name: uniform | zipf | preferential | community | tsv | entityquestions
     n_entities: int = 1000
     n_types: int = 4                   # entity types; relations map a domain type to a range type
     n_relations: int = 8
@@ -62,12 +64,29 @@ class GraphConfig:
     n_communities: int = 4             # for the community generator
     community_mixing: float = 0.05     # chance an object is drawn outside the subject's community
     tsv_path: str = ""                 # for generator = "tsv": head<TAB>relation<TAB>tail lines
+    data_path: str = ""                # for generator = "entityquestions": the dataset root (ROOT/train/P17.train.jsonl)
+    relations: tuple[str, ...] = ()    # loaded graphs (tsv, entityquestions): keep only these relations (() = all)
+    max_facts: int = 0                 # loaded graphs: keep at most this many facts, whole subjects at a time (0 = all)
+
+    @property
+    def loaded(self) -> bool:
+        """True for graphs read from files (their size comes from the file, not n_entities/n_relations)."""
+        return self.generator in LOADED_GENERATORS
 
     def validate(self, p: str) -> None:
         if self.generator not in GRAPH_GENERATORS:
             _fail(f"{p}.generator", self.generator, f"unknown generator; choose one of {sorted(GRAPH_GENERATORS)}")
         if self.generator == "tsv" and not self.tsv_path:
             _fail(f"{p}.tsv_path", self.tsv_path, "the tsv generator needs a file path")
+        if self.generator == "entityquestions" and not self.data_path:
+            _fail(f"{p}.data_path", self.data_path, "the entityquestions generator needs the dataset's folder "
+                  "(ROOT/train/P17.train.jsonl, ROOT/relation_query_templates.json)")
+        for i, name in enumerate(self.relations):
+            if not name.strip():
+                _fail(f"{p}.relations[{i}]", name, "must name a relation")
+        if len(set(self.relations)) != len(self.relations):
+            _fail(f"{p}.relations", list(self.relations), "names a relation twice")
+        _nonneg(f"{p}.max_facts", self.max_facts)
         _positive(f"{p}.n_entities", self.n_entities, minimum=2)
         _positive(f"{p}.n_types", self.n_types)
         if self.n_types > self.n_entities:
@@ -115,6 +134,13 @@ class SplitConfig:
     test_size: int = 300               # per test split (ID, Near-ID, Open-World)
     known_min_exposure: int = 6        # ground-truth "known": shown at least this often
     n_demo_pool: int = 64              # per relation, facts reserved for few-shot demonstrations
+    min_demo_pool: int = 0             # relations with fewer demonstration facts stay out of FT and tests (0 = n_demo_pool, all must have it)
+    ft_relation_names: tuple[str, ...] = ()  # the fine-tuning relations by name (() = chosen; synthetic names: r0, r1, ...)
+
+    @property
+    def demo_floor(self) -> int:
+        """The fewest demonstration facts a relation in fine-tuning or tests has."""
+        return self.min_demo_pool or self.n_demo_pool
 
     def validate(self, p: str) -> None:
         _positive(f"{p}.ft_relations", self.ft_relations)
@@ -123,6 +149,15 @@ class SplitConfig:
         _positive(f"{p}.test_size", self.test_size)
         _positive(f"{p}.known_min_exposure", self.known_min_exposure)
         _positive(f"{p}.n_demo_pool", self.n_demo_pool)
+        _nonneg(f"{p}.min_demo_pool", self.min_demo_pool)
+        if self.min_demo_pool > self.n_demo_pool:
+            _fail(f"{p}.min_demo_pool", self.min_demo_pool, f"exceeds splits.n_demo_pool ({self.n_demo_pool})")
+        names = self.ft_relation_names
+        if names and len(names) != self.ft_relations:
+            _fail(f"{p}.ft_relation_names", list(names), f"names {len(names)} relations but splits.ft_relations = "
+                  f"{self.ft_relations}; set both")
+        if len(set(names)) != len(names):
+            _fail(f"{p}.ft_relation_names", list(names), "names a relation twice")
 
 
 @dataclass(frozen=True)
@@ -286,13 +321,15 @@ class ExperimentConfig:
             if dataclasses.is_dataclass(sub):
                 sub.validate(f.name)
         max_k = max(self.prompts.k_shots, default=0)
-        if max_k > self.splits.n_demo_pool:
+        floor = self.splits.demo_floor
+        pool = (f"splits.n_demo_pool = {self.splits.n_demo_pool}" if not self.splits.min_demo_pool else
+                f"splits.min_demo_pool = {self.splits.min_demo_pool}")
+        if max_k > floor:
             _fail("prompts.k_shots", list(self.prompts.k_shots),
-                  f"k = {max_k} exceeds the demonstrations available per relation "
-                  f"(splits.n_demo_pool = {self.splits.n_demo_pool})")
-        if self.probe.n_shots > self.splits.n_demo_pool:
+                  f"k = {max_k} exceeds the demonstrations available per relation ({pool})")
+        if self.probe.n_shots > floor:
             _fail("probe.n_shots", self.probe.n_shots,
-                  f"exceeds the demonstrations available per relation (splits.n_demo_pool = {self.splits.n_demo_pool})")
+                  f"exceeds the demonstrations available per relation ({pool})")
         need = {"prompts.k_shots": 1 + 6 * max_k + 4, "probe.n_shots": 1 + 6 * self.probe.n_shots + 4,
                 "prompts.cot_shots": (1 + 12 * self.prompts.cot_shots + 10) if self.prompts.cot else 0}
         for key, n in need.items():
@@ -303,7 +340,7 @@ class ExperimentConfig:
         if self.finetune.size > self.splits.ft_size:
             _fail("finetune.size", self.finetune.size,
                   f"more than the fine-tuning pools hold (splits.ft_size = {self.splits.ft_size})")
-        if self.splits.ft_relations > self.graph.n_relations:
+        if not self.graph.loaded and self.splits.ft_relations > self.graph.n_relations:
             _fail("splits.ft_relations", self.splits.ft_relations,
                   f"more than the graph's relations ({self.graph.n_relations})")
 
@@ -313,7 +350,8 @@ class ExperimentConfig:
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-GRAPH_GENERATORS = {"uniform", "zipf", "preferential", "community", "tsv"}
+LOADED_GENERATORS = {"tsv", "entityquestions"}
+GRAPH_GENERATORS = {"uniform", "zipf", "preferential", "community"} | LOADED_GENERATORS
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,7 +459,7 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = raw  # a bare word is a string: --set graph.generator=uniform
     return key.split("."), value
 
@@ -466,6 +504,8 @@ def _read_toml(text: str, source: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid TOML (nested too deeply)") from None
 
 
 def load_config(preset: str | None = "default", config_file: str | Path | None = None,
@@ -479,9 +519,17 @@ def load_config(preset: str | None = "default", config_file: str | Path | None =
         cfg = apply_table(ExperimentConfig, cfg, _read_toml(text, f"preset {preset}"))
     if config_file:
         path = Path(config_file)
-        if not path.is_file():
+        if not path.exists():
             raise ConfigError(f"--config = {str(path)!r}: no such file")
-        cfg = apply_table(ExperimentConfig, cfg, _read_toml(path.read_text(), str(path)))
+        try:
+            text = read_text(path, "a TOML file of config keys")
+        except InputFileError as e:
+            raise ConfigError(f"--config: {e}") from None
+        table = _read_toml(text, str(path))
+        try:
+            cfg = apply_table(ExperimentConfig, cfg, table)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     cfg = apply_overrides(ExperimentConfig, cfg, overrides)
     cfg.validate()
     return cfg

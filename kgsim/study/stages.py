@@ -12,6 +12,7 @@ rerun with the same command, continues where it stopped and ends with the same n
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,14 @@ from kgsim.core.io import write_json, write_npz
 from kgsim.core.known import FT_KNOWN_CATEGORIES, categories, category_counts
 from kgsim.core.names import FT_KNOWN, FT_UNKNOWN, UNKNOWN
 from kgsim.nn.model import GPT, build_model, export_hf, load_model
-from kgsim.nn.probe import answers, slick
+from kgsim.nn.probe import answers, correct_of, slick
 from kgsim.nn.train import TokenRows, TrainResult, train
 from kgsim.study.memorisation import EXPOSURE_BUCKETS, exposure_label, memorisation_table
 from kgsim.world.build import World, build_world, load_world, save_world, world_hash, world_is_current
 from kgsim.world.corpus import PAD
+from kgsim.world.loaded import input_fingerprint
 from kgsim.world.prompts import statement, zero_shot
-from kgsim.world.splits import Splits, make_splits
+from kgsim.world.splits import Splits, make_splits, probe_candidates
 
 Progress = Callable[[str, int, int], None]          # (stage, done, total)
 
@@ -63,7 +65,10 @@ def world_stage(cfg: ExperimentConfig, cache: Path, progress: Progress = _quiet)
 
 
 def base_hash(cfg: ExperimentConfig) -> str:
-    return cfg.section_hash("graph", "corpus", "splits", "model", "pretrain")
+    """The base model's cache key: the sections that shape it, and the world's input files."""
+    h = cfg.section_hash("graph", "corpus", "splits", "model", "pretrain")
+    data = input_fingerprint(cfg.graph)
+    return hashlib.sha256(f"{h}:{data}".encode()).hexdigest()[:16] if data else h
 
 
 def pretrain_stage(cfg: ExperimentConfig, world: World, cache: Path, progress: Progress = _quiet,
@@ -83,8 +88,8 @@ def pretrain_stage(cfg: ExperimentConfig, world: World, cache: Path, progress: P
 
     def evaluate(m, step):
         progress("pretrain", step, cfg.pretrain.steps)
-        return {"statement_acc": float((answers(m, st) == vocab.entity(kg.a[sample])).mean()),
-                "qa_extraction_id": float((answers(m, qa) == vocab.entity(kg.a[qa_ids])).mean())}
+        return {"statement_acc": float(correct_of(kg, vocab, kg.s[sample], kg.r[sample], answers(m, st)).mean()),
+                "qa_extraction_id": float(correct_of(kg, vocab, kg.s[qa_ids], kg.r[qa_ids], answers(m, qa)).mean())}
 
     result = train(model, rows, cfg.pretrain, d / "train", seed=cfg.seed, name="pretrain", evaluate=evaluate,
                    progress=bar)
@@ -104,8 +109,8 @@ def memorisation(model, world: World) -> dict:
     """Statement-form accuracy of every fact, by exposure bucket (the memorisation curve), and
     zero-shot QA accuracy on statement-only subjects (extraction)."""
     kg, vocab = world.kg, world.corpus.vocab
-    ok_st = answers(model, statement(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
-    ok_qa = answers(model, zero_shot(vocab, kg.s, kg.r)) == vocab.entity(kg.a)
+    ok_st = correct_of(kg, vocab, kg.s, kg.r, answers(model, statement(vocab, kg.s, kg.r)))   # any true answer
+    ok_qa = correct_of(kg, vocab, kg.s, kg.r, answers(model, zero_shot(vocab, kg.s, kg.r)))
     plain = ~world.qa_subjects[kg.s]
     t = memorisation_table(kg.exposure, ok_st, ok_qa, plain)          # the rule the bridge also uses
     return {"buckets": t["buckets"],
@@ -134,7 +139,7 @@ def probe_stage(cfg: ExperimentConfig, world: World, base: Base, progress: Progr
     kg = world.kg
     mem = memorisation(base.model, world)
     # SliCK on every fact of a statement-only subject (the candidates for FT, dev and test sets)
-    cand = np.flatnonzero(~world.qa_subjects[kg.s] & (kg.n_answers() == 1))
+    cand = probe_candidates(kg, world.splits)          # one fact per query, relations with demonstrations
     sk = slick(base.model, kg, world.corpus.vocab, cand, world.splits.demos, cfg.probe, seed=cfg.seed)
     cat = sk.category
     table = {}
@@ -250,11 +255,11 @@ def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Spli
         probes |= {"train_known_acc": np.intersect1d(facts, splits.ft_known),
                    "train_unknown_acc": np.intersect1d(facts, splits.ft_unknown)}
         probes = {k: v for k, v in probes.items() if len(v)}
-    batches = {k: (zero_shot(vocab, kg.s[v], kg.r[v]), vocab.entity(kg.a[v])) for k, v in probes.items()}
+    batches = {k: (zero_shot(vocab, kg.s[v], kg.r[v]), v) for k, v in probes.items()}
 
     def evaluate(m, step):
         progress(f"ft-{which}", step, cfg.finetune.steps)
-        row = {k: float((answers(m, b) == a).mean()) for k, (b, a) in batches.items()}
+        row = {k: float(correct_of(kg, vocab, kg.s[f], kg.r[f], answers(m, b)).mean()) for k, (b, f) in batches.items()}
         # Early Stop chooses among fine-tuned checkpoints only (step 0 is the base model itself)
         return row | {"es_dev_acc": row["dev_acc"] if step > 0 else float("nan")}
 
