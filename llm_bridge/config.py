@@ -1,11 +1,13 @@
 """The bridge's configuration: one frozen dataclass tree, owned by llm_bridge.
 
-Values come from the dataclass defaults, then a named preset (:data:`PRESETS`), then dotted
+Values come from the dataclass defaults, then a named preset (a TOML file of ``llm_bridge/presets/``:
+``default``, ``tiny`` for CPU tests, ``gpu`` for a 7-8B model on a GPU node), then a TOML file
+(``--config``), then dotted
 ``key=value`` overrides (``--set finetune.lr=1e-4``), parsed and type-checked by the same machinery
 as kgsim's own tree; an unknown key, a wrong type or an impossible value raises
 :class:`kgsim.core.config.ConfigError` naming the key and the value.
 
-Sections: ``runtime`` (dtype, device), ``data`` (:class:`DataConfig`), ``probe``
+Sections: ``runtime`` (dtype, device, device_map), ``data`` (:class:`DataConfig`), ``probe``
 (:class:`llm_bridge.known.SliCKConfig`), ``finetune`` (:class:`llm_bridge.finetune.FinetuneConfig`),
 ``eval`` (:class:`llm_bridge.evaluate.EvalConfig`), and the one ``seed``.
 
@@ -20,10 +22,15 @@ kgsim.core.config.ConfigError: data.ft_size = 0: must be >= 1
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import Sequence
 
-from kgsim.core.config import ConfigError, apply_overrides, apply_table
+import tomli_w
+
+from kgsim.core.config import ConfigError, apply_overrides, apply_table, to_dict
 from kgsim.core.known import FT_KNOWN_CATEGORIES
 from kgsim.core.names import CATEGORIES, UNKNOWN
 
@@ -33,11 +40,19 @@ from .known import SliCKConfig
 from .models import DTYPES
 from .prompts import FORMATS
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEVICE_MAPS = ("", "auto", "balanced", "balanced_low_0", "sequential")
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:
     dtype: str = "auto"                 # auto | float32 | bfloat16 | float16
     device: str = "auto"                # auto | cpu | cuda | cuda:N | mps (probing and evaluation)
+    device_map: str = ""                # "" (load, then move whole to `device`) | auto | balanced | ... (accelerate)
 
     def validate(self, p: str = "runtime") -> None:
         if self.dtype not in DTYPES:
@@ -45,6 +60,8 @@ class RuntimeConfig:
         d = self.device
         if not (d in ("auto", "cpu", "cuda", "mps") or (d.startswith("cuda:") and d[5:].isdigit())):
             raise ConfigError(f"{p}.device = {d!r}: choose auto, cpu, cuda, cuda:N or mps")
+        if self.device_map not in DEVICE_MAPS:
+            raise ConfigError(f"{p}.device_map = {self.device_map!r}: choose one of {list(DEVICE_MAPS)}")
 
 
 @dataclass(frozen=True)
@@ -125,31 +142,69 @@ class BridgeConfig:
                               "generated token exactly; use 'em'")
 
 
-PRESETS: dict[str, dict] = {
-    "default": {},
-    "tiny": {  # seconds on a CPU with a tiny model: every stage runs, nothing is meant to be learnt well
-        "data": {"n_ft_relations": 2, "ft_size": 8, "n_candidates": 48, "dev_size": 8, "test_size": 8,
-                 "n_demo_pool": 4, "two_hop_size": 8, "sim_buckets": 2},
-        "probe": {"n_shots": 2, "n_exemplar_sets": 2, "n_samples": 2, "max_new_tokens": 8, "batch_size": 64},
-        "finetune": {"max_steps": 12, "batch_size": 4, "lr": 1e-3, "eval_every": 3, "max_new_tokens": 8,
-                     "fit_eval_size": 16, "eval_batch_size": 64},
-        "eval": {"k_shots": [1, 2], "cot_shots": 1, "max_new_tokens": 8, "cot_max_new_tokens": 40, "batch_size": 64},
-    },
-}
+def preset_names() -> list[str]:
+    """The bridge presets: the TOML files of ``llm_bridge/presets/`` (package data)."""
+    return sorted(p.name[:-5] for p in resources.files("llm_bridge.presets").iterdir() if p.name.endswith(".toml"))
 
 
-def bridge_config(preset: str = "default", overrides: Sequence[str] = ()) -> BridgeConfig:
-    """Defaults <- preset (:data:`PRESETS`) <- dotted ``key=value`` overrides, validated.
+def _read_toml(text: str, source: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML ({e})") from None
+
+
+def preset_table(name: str) -> dict:
+    """The table of bridge preset `name`.
 
     Raises:
-        ConfigError: unknown preset or key, a value of the wrong type, an impossible value.
+        ConfigError: an unknown preset.
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"preset = {preset!r}: unknown bridge preset; choose one of {sorted(PRESETS)}")
-    cfg = apply_table(BridgeConfig, BridgeConfig(), PRESETS[preset])
+    if name not in preset_names():
+        raise ConfigError(f"preset = {name!r}: unknown bridge preset; choose one of {preset_names()}")
+    return _read_toml(resources.files("llm_bridge.presets").joinpath(f"{name}.toml").read_text(), f"preset {name}")
+
+
+PRESETS: dict[str, dict] = {name: preset_table(name) for name in preset_names()}
+
+
+def bridge_config(preset: str = "default", overrides: Sequence[str] = (),
+                  config_file: str | Path | None = None) -> BridgeConfig:
+    """Defaults <- preset (``llm_bridge/presets/NAME.toml``) <- a TOML file of keys <- dotted
+    ``key=value`` overrides, validated.
+
+    Raises:
+        ConfigError: unknown preset or key, a missing or unreadable config file, a value of the wrong
+            type, an impossible value (each names the key or file).
+    """
+    cfg = apply_table(BridgeConfig, BridgeConfig(), preset_table(preset))
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config = {str(path)!r}: " + ("not a file" if path.exists() else "no such file"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--config = {str(path)!r}: cannot be read as UTF-8 text ({e})") from None
+        try:
+            cfg = apply_table(BridgeConfig, cfg, _read_toml(text, str(path)))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
     cfg = apply_overrides(BridgeConfig, cfg, overrides)
     cfg.validate()
     return cfg
 
 
-__all__ = ["PRESETS", "BridgeConfig", "DataConfig", "RuntimeConfig", "bridge_config"]
+def to_toml(cfg: BridgeConfig) -> str:
+    """The whole resolved tree as TOML (what ``kgsim bridge config show`` prints; ``--config`` reads it back).
+
+    >>> bridge_config(config_file=None) == bridge_config()
+    True
+    >>> "[finetune]" in to_toml(bridge_config("gpu"))
+    True
+    """
+    return tomli_w.dumps(to_dict(cfg))
+
+
+__all__ = ["PRESETS", "BridgeConfig", "DataConfig", "RuntimeConfig", "bridge_config", "preset_names", "preset_table",
+           "to_toml"]

@@ -1,6 +1,13 @@
 """Fine-tuning a causal LM on question-answer examples: full or LoRA, with Early Stop and
 Convergence checkpoints (science.md §1: FT-Known / FT-Unknown at ES and Con.).
 
+Method and precision. ``method`` is ``full``, ``lora``, or ``auto`` (LoRA for a model of at least
+``lora_min_params`` parameters, counted from its config; full below). ``master_dtype = "runtime"``
+trains the weights in ``runtime.dtype`` (pure bf16 AdamW when that is bfloat16: for 8B, ~64 GB of
+weights, gradients and optimiser state); ``"float32"`` keeps the trainable weights (all of them, or
+the adapter) and AdamW's state in float32, and ``bf16 = true`` runs the forward and backward under
+bf16 autocast (the ``gpu`` preset: LoRA over a bf16 base from 3B parameters).
+
 :func:`finetune` trains with the transformers ``Trainer`` on ``Q: question\\nA: answer\\n``
 examples (loss on the answer tokens only). A :class:`DevAccuracyCallback` measures
 **generation-based** dev accuracy (greedy, zero-shot, the same matching as evaluation) every
@@ -54,7 +61,8 @@ from .matching import MATCH_MODES
 from .models import load_model, load_tokenizer
 from .prompts import TEXT
 
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "auto")
+MASTER_DTYPES = ("runtime", "float32")
 CHECKPOINT_INFO = "bridge_checkpoint.json"
 
 
@@ -62,7 +70,8 @@ CHECKPOINT_INFO = "bridge_checkpoint.json"
 class FinetuneConfig:
     """One fine-tuning run (applied identically to FT-Known and FT-Unknown)."""
 
-    method: str = "full"                # full | lora
+    method: str = "full"                # full | lora | auto (lora at >= lora_min_params parameters, else full)
+    lora_min_params: int = 3_000_000_000
     epochs: float = 10.0                # training length (Con.) unless max_steps > 0
     max_steps: int = 0
     batch_size: int = 8                 # per device
@@ -80,7 +89,8 @@ class FinetuneConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_targets: str = "all-linear"    # or comma-separated module names, e.g. "q_proj,v_proj"
-    bf16: bool = False
+    bf16: bool = False                  # bf16 autocast (the Trainer's mixed precision)
+    master_dtype: str = "runtime"       # trainable weights and optimiser state: runtime.dtype, or float32
     activation_checkpointing: bool = False  # (gradient checkpointing) trade compute for memory
     match: str = "em"
 
@@ -92,8 +102,10 @@ class FinetuneConfig:
             fail("method", f"choose one of {list(METHODS)}")
         if self.match not in MATCH_MODES:
             fail("match", f"choose one of {list(MATCH_MODES)}")
+        if self.master_dtype not in MASTER_DTYPES:
+            fail("master_dtype", f"choose one of {list(MASTER_DTYPES)}")
         for key in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "max_new_tokens", "max_length",
-                    "fit_eval_size", "lora_r", "lora_alpha"):
+                    "fit_eval_size", "lora_r", "lora_alpha", "lora_min_params"):
             if getattr(self, key) < 1:
                 fail(key, "must be >= 1")
         for key in ("max_steps", "warmup_steps"):
@@ -182,7 +194,7 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, info: dict) -> Path:
     return out
 
 
-def load_checkpoint(ckpt_dir: str | Path, dtype: str = "auto", device: str | None = "auto"):
+def load_checkpoint(ckpt_dir: str | Path, dtype: str = "auto", device: str | None = "auto", device_map: str = ""):
     """``(model, tokenizer)`` of an ES or Con. checkpoint (a LoRA adapter is merged into its base).
 
     Raises:
@@ -193,10 +205,11 @@ def load_checkpoint(ckpt_dir: str | Path, dtype: str = "auto", device: str | Non
         raise FileNotFoundError(f"{d}: no {CHECKPOINT_INFO} (not a bridge checkpoint)")
     info = json.loads((d / CHECKPOINT_INFO).read_text())
     if info["method"] != "lora":
-        return load_model(d, dtype=dtype, device=device)
+        return load_model(d, dtype=dtype, device=device, device_map=device_map)
+    # peft is an optional dependency (the llm extra): imported on use
     from peft import PeftModel
 
-    base, _ = load_model(info["base_model"], dtype=dtype, device=device)
+    base, _ = load_model(info["base_model"], dtype=dtype, device=device, device_map=device_map)
     model = PeftModel.from_pretrained(base, str(d)).merge_and_unload()
     model.eval()
     return model, load_tokenizer(d)
@@ -303,6 +316,25 @@ def _add_lora(model, cfg: FinetuneConfig, seed: int):
     return model
 
 
+def parameter_count(model_dir: str | Path) -> int:
+    """The parameters of the model in `model_dir`, from its config.json alone (built on the meta
+    device: no weights are read)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def resolve_method(cfg: FinetuneConfig, model_dir: str | Path) -> str:
+    """``cfg.method``, with ``auto`` resolved: ``lora`` for a model of at least
+    ``cfg.lora_min_params`` parameters, else ``full``."""
+    if cfg.method != "auto":
+        return cfg.method
+    return "lora" if parameter_count(model_dir) >= cfg.lora_min_params else "full"
+
+
 def _checkpointing(args_cls, cfg: FinetuneConfig) -> dict:
     """The activation-checkpointing argument under its name in this transformers version (renamed
     from ``gradient_checkpointing`` during 5.x); nothing when it is off."""
@@ -337,10 +369,16 @@ def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QA
     if not train or not dev:
         raise ValueError(f"fine-tuning needs training and dev examples (got {len(train)} and {len(dev)})")
     out = Path(out_dir)
-    model, tok = load_model(model_dir, dtype=dtype, device=None)
-    if cfg.method == "lora":
+    method = resolve_method(cfg, model_dir)
+    full_fp32 = method == "full" and cfg.master_dtype == "float32"
+    model, tok = load_model(model_dir, dtype="float32" if full_fp32 else dtype, device=None)
+    if method == "lora":
         model = _add_lora(model, cfg, seed)
-    info = {"base_model": str(Path(model_dir).resolve()), "method": cfg.method, "config": asdict(cfg), "seed": seed}
+        if cfg.master_dtype == "float32":
+            for p in model.parameters():
+                if p.requires_grad:
+                    p.data = p.data.float()
+    info = {"base_model": str(Path(model_dir).resolve()), "method": method, "config": asdict(cfg), "seed": seed}
     args = TrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, num_train_epochs=cfg.epochs,
@@ -362,7 +400,7 @@ def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QA
     con_dev = next(h["dev_acc"] for h in reversed(cb.history) if h["step"] == step)
     fit = accuracy(trainer.model, tok, list(train)[: cfg.fit_eval_size], match=cfg.match,
                    batch_size=cfg.eval_batch_size, max_new_tokens=cfg.max_new_tokens, fmt=fmt)
-    summary = {"method": cfg.method, "n_train": len(train), "n_dev": len(dev), "steps": step,
+    summary = {"method": method, "n_train": len(train), "n_dev": len(dev), "steps": step,
                "es_step": cb.best_step, "es_dev_acc": cb.best_acc, "con_step": step, "con_dev_acc": con_dev,
                "con_train_acc": fit, "train_wall_s": round(wall, 3), "train_tokens_per_s": round(tokens / wall, 1),
                "history": cb.history}

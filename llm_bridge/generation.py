@@ -2,9 +2,10 @@
 
 :func:`generate` pads prompts on the left, batches them (longest first), decodes greedily or by
 seeded sampling, and stops each row at its first newline (every prompt here asks for a one-line
-answer). Sampling draws from a ``torch.Generator`` seeded from a named kgsim stream, through a
-logits processor that turns the sampled token into the only finite logit, so ``model.generate``
-runs its greedy loop (caches, padding, stopping) and no global RNG is read or seeded. A fresh
+answer; ``generate``'s ``stop_strings=["\\n"]``, matched token by token). Sampling draws from a
+``torch.Generator`` seeded from a named kgsim stream, through a logits processor that turns the
+sampled token into the only finite logit, so ``model.generate`` runs its greedy loop (caches,
+padding, stopping) and no global RNG is read or seeded. A fresh
 ``GenerationConfig`` is used, so a checkpoint's own sampling defaults never leak in.
 
 :func:`next_tokens` is the fast path for answers that are exactly one token (kgsim-token prompts,
@@ -63,8 +64,19 @@ class _SeededSampler:
         return out.scatter_(1, pick, 0.0)
 
 
+def _has_stop_strings() -> bool:
+    """Whether this transformers' ``generate`` takes ``stop_strings`` (4.39 and later)."""
+    from transformers import GenerationConfig
+
+    return hasattr(GenerationConfig(), "stop_strings")
+
+
+_STOP_STRINGS = _has_stop_strings()
+
+
 class _StopAtNewline:
-    """StoppingCriteria: a row is done once its generated text holds a newline."""
+    """StoppingCriteria: a row is done once its generated text holds a newline (the fallback where
+    ``generate`` takes no ``stop_strings``: it decodes every row's whole continuation at every step)."""
 
     def __init__(self, tokenizer, prompt_len: int):
         self.tokenizer = tokenizer
@@ -114,18 +126,24 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     tokenizer.padding_side = "left"
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                               pad_token_id=tokenizer.pad_token_id, eos_token_id=eos)
+                               pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+                               **({"stop_strings": ["\n"]} if _STOP_STRINGS else {}))
     generator = torch_generator(seed, stream, device=device.type) if temperature > 0 else None
     was_training = model.training
     model.eval()
     out: list[str] = [""] * len(prompts)
     try:
-        for idx in tqdm(_batches(tokenizer, prompts, batch_size, model, max_new_tokens), desc=desc, disable=not progress, leave=False):
+        for idx in tqdm(_batches(tokenizer, prompts, batch_size, model, max_new_tokens), desc=desc,
+                        disable=None if progress else True, leave=False):          # None: on a terminal only
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             width = enc["input_ids"].shape[1]                                  # [B, T] left-padded
             processors = LogitsProcessorList([_SeededSampler(temperature, generator)] if generator else [])
-            seqs = model.generate(**enc, generation_config=gen_cfg, logits_processor=processors,
-                                  stopping_criteria=StoppingCriteriaList([_StopAtNewline(tokenizer, width)]))
+            if _STOP_STRINGS:                                                  # matched token by token
+                seqs = model.generate(**enc, generation_config=gen_cfg, logits_processor=processors,
+                                      tokenizer=tokenizer)
+            else:                                                              # decodes every row each step
+                seqs = model.generate(**enc, generation_config=gen_cfg, logits_processor=processors,
+                                      stopping_criteria=StoppingCriteriaList([_StopAtNewline(tokenizer, width)]))
             texts = tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=skip_special_tokens)
             for i, t in zip(idx, texts):
                 out[i] = t.split("\n", 1)[0]
@@ -193,8 +211,8 @@ def sample(model, tokenizer, prompts: Sequence[str], *, n_samples: int, temperat
     out: list[str] = [""] * (len(prompts) * n_samples)
     per = max(1, batch_size // n_samples)
     try:
-        for idx in tqdm(_batches(tokenizer, prompts, per, model, max_new_tokens), desc=desc, disable=not progress,
-                        leave=False):
+        for idx in tqdm(_batches(tokenizer, prompts, per, model, max_new_tokens), desc=desc,
+                        disable=None if progress else True, leave=False):
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             mask = enc["attention_mask"]                                          # [B, T] left-padded
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -291,7 +309,8 @@ def next_tokens(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 3
     was_training = model.training
     model.eval()
     try:
-        for idx in tqdm(_length_batches(lengths, batch_size), desc=desc, disable=not progress, leave=False):
+        for idx in tqdm(_length_batches(lengths, batch_size), desc=desc, disable=None if progress else True,
+                        leave=False):
             batch = torch.tensor([ids[i] for i in idx], dtype=torch.long, device=device)     # [B, T]
             logits = _forward_last(model, batch)                                             # [B, V]
             greedy[idx] = logits.argmax(-1).cpu().numpy()

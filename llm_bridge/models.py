@@ -1,13 +1,15 @@
 """Causal LMs and tokenizers: load from a local directory, or build tiny ones for tests.
 
 - :func:`load_model` loads any causal LM that transformers implements natively (Llama, Mistral,
-  Qwen, GPT-2, ...) with its tokenizer from a local directory: ``local_files_only=True``, never
-  ``trust_remote_code``. The tokenizer pads on the left (batched generation) and gets a pad token
-  (its EOS) if it has none.
+  Qwen, GPT-2, ...) with its tokenizer from a local directory, or a hub id (``org/name``) already in
+  the local Hugging Face cache: ``local_files_only=True`` (nothing is downloaded), never
+  ``trust_remote_code``; ``device_map`` is passed through when set. The tokenizer pads on the left
+  (batched generation) and gets a pad token (its EOS) if it has none.
 - :func:`build_tokenizer` trains a small byte-level BPE tokenizer on given texts (no downloads),
   :func:`tiny_llama` builds a seeded, randomly initialised Llama-layout model from a config, and
   :func:`pretrain` trains it on documents with a plain loop (seconds on a CPU for test worlds).
-- :func:`model_fingerprint` identifies a model directory's contents for cache keys.
+- :func:`model_fingerprint` identifies a model directory's contents for cache keys;
+  :func:`model_revision` records the hub id and commit of a cached snapshot (provenance).
 
 >>> tok = build_tokenizer(["Q: Where was Kato born?\\nA: Sabi\\n"] * 4, vocab_size=300)
 >>> model = tiny_llama(tok, d_model=16, n_layers=1, n_heads=2, seed=0)
@@ -18,8 +20,11 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import re
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -64,9 +69,28 @@ def resolve_dtype(dtype: str):
     return DTYPES[dtype]
 
 
-def check_model_dir(model_dir: str | Path) -> Path:
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_snapshot(repo_id: str, cache_dir: str | Path | None = None, revision: str | None = None) -> Path | None:
+    """The folder of `repo_id` (``org/name``) in the local Hugging Face cache (``cache_dir``, default
+    ``HF_HUB_CACHE``), at `revision` (default: the cached ``main``); None when it is not cached.
+    Never downloads (``snapshot_download(..., local_files_only=True)``)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if not _HUB_ID.match(repo_id):
+        return None
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+
+
+def check_model_dir(model_dir: str | Path, cache_dir: str | Path | None = None) -> Path:
     """The directory of a loadable model: config.json naming a built-in model type, weights, and a
-    tokenizer. Returns the resolved path.
+    tokenizer. Returns the resolved path. `model_dir` is a local folder or a hub id (``org/name``)
+    already in the local Hugging Face cache (see :func:`hub_snapshot`; never downloaded).
 
     Raises:
         ModelDirError: what is missing or wrong, with the path.
@@ -74,9 +98,12 @@ def check_model_dir(model_dir: str | Path) -> Path:
     from transformers import CONFIG_MAPPING
 
     d = Path(model_dir).expanduser()
+    if not d.exists():
+        d = hub_snapshot(str(model_dir), cache_dir) or d
     if not d.is_dir():
         raise ModelDirError(f"model directory {str(d)!r} is a file, not a folder" if d.exists() else
-                            f"model directory {str(d)!r} does not exist (models load from local directories only)")
+                            f"model directory {str(d)!r} does not exist, and no Hugging Face cache holds it as a hub "
+                            "id (models load from local folders or the local cache only; nothing is downloaded)")
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
         raise ModelDirError(f"{str(d)!r} is not a model directory: no config.json")
@@ -110,14 +137,33 @@ def load_tokenizer(model_dir: str | Path):
     return tok
 
 
-def load_model(model_dir: str | Path, dtype: str = "auto", device: str | None = "auto"):
-    """Load ``(model, tokenizer)`` from a local directory, in eval mode.
+@contextlib.contextmanager
+def _bars_on_a_terminal_only():
+    """transformers' own progress bars (loading weights) off while stderr is not a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if was and not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def load_model(model_dir: str | Path, dtype: str = "auto", device: str | None = "auto", device_map: str = ""):
+    """Load ``(model, tokenizer)`` from a local directory (or a cached hub id), in eval mode.
 
     Args:
-        model_dir: a directory holding config.json, weights and tokenizer files.
+        model_dir: a directory holding config.json, weights and tokenizer files, or a hub id in the
+            local Hugging Face cache (:func:`check_model_dir`).
         dtype: 'auto' (the checkpoint's), 'float32', 'bfloat16' or 'float16'.
         device: see :func:`resolve_device`; None leaves the model on the CPU it loads to (the
             Trainer then places it, e.g. one device per process under ``accelerate launch``).
+        device_map: '' loads, then moves the whole model to `device`; any other value ('auto',
+            'balanced', ...) is passed to ``from_pretrained`` (accelerate places the layers while
+            loading; `device` is then ignored).
 
     Raises:
         ModelDirError: the directory is missing or not a loadable model directory.
@@ -126,15 +172,30 @@ def load_model(model_dir: str | Path, dtype: str = "auto", device: str | None = 
     from transformers import AutoModelForCausalLM
 
     torch_dtype = resolve_dtype(dtype)
-    dev = resolve_device(device) if device is not None else None
+    dev = resolve_device(device) if device is not None and not device_map else None
     d = check_model_dir(model_dir)
     tok = load_tokenizer(d)
-    model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, trust_remote_code=False,
-                                                 dtype=torch_dtype)
+    placement = {"device_map": device_map} if device_map else {}
+    with _bars_on_a_terminal_only():
+        model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, trust_remote_code=False,
+                                                     dtype=torch_dtype, **placement)
     if dev is not None:
         model.to(dev)
     model.eval()
     return model, tok
+
+
+def model_revision(model_dir: str | Path) -> dict:
+    """Where a resolved model folder came from: ``{"hub_id", "revision"}`` for a snapshot of the
+    Hugging Face cache (``.../models--org--name/snapshots/<commit>``), else ``{"hub_id": None,
+    "revision": None}``; plus ``config_sha256`` of its config.json (what defines the architecture)."""
+    d = Path(model_dir).resolve()
+    hub_id = revision = None
+    if d.parent.name == "snapshots" and d.parent.parent.name.startswith("models--"):
+        hub_id, revision = d.parent.parent.name[len("models--"):].replace("--", "/"), d.name
+    cfg = d / "config.json"
+    sha = hashlib.sha256(cfg.read_bytes()).hexdigest() if cfg.is_file() else None
+    return {"hub_id": hub_id, "revision": revision, "config_sha256": sha}
 
 
 def model_fingerprint(model_dir: str | Path) -> str:
@@ -247,5 +308,6 @@ def pretrain(model, tokenizer, texts: Sequence[str], *, steps: int, batch_size: 
     return losses
 
 
-__all__ = ["DTYPES", "ModelDirError", "build_tokenizer", "check_model_dir", "load_model", "load_tokenizer",
-           "model_fingerprint", "pretrain", "resolve_device", "resolve_dtype", "save_model", "tiny_llama"]
+__all__ = ["DTYPES", "ModelDirError", "build_tokenizer", "check_model_dir", "hub_snapshot", "load_model",
+           "load_tokenizer", "model_fingerprint", "model_revision", "pretrain", "resolve_device", "resolve_dtype",
+           "save_model", "tiny_llama"]

@@ -59,8 +59,10 @@ The configuration is :class:`llm_bridge.config.BridgeConfig` (re-exported here w
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +100,7 @@ from .finetune import finetune, load_checkpoint
 from .generation import ContextLengthError, model_device
 from .kgsim_tokens import kgsim_model
 from .known import cached_categories, categorise
-from .models import check_model_dir, load_model, load_tokenizer, model_fingerprint
+from .models import check_model_dir, load_model, load_tokenizer, model_fingerprint, model_revision, resolve_device
 from .prompts import TEXT
 
 SCHEMA = "kgsim-bridge/2"
@@ -136,6 +138,20 @@ class _Processes:
             self.state.wait_for_everyone()
 
 
+def provenance(model_dir: Path, runtime: RuntimeConfig) -> dict:
+    """:func:`kgsim.core.provenance.environment` (versions, git commit and dirty flag, argv) with the
+    date (UTC), the device inference runs on (and the GPU's name and count), the number of
+    processes, and the model's hub id and revision when it is a cached snapshot
+    (:func:`llm_bridge.models.model_revision`)."""
+    import torch
+
+    dev = "auto" if runtime.device_map else resolve_device(runtime.device)
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if dev != "cpu" else []
+    return {**environment(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "device": dev, "device_map": runtime.device_map or None, "gpus": gpus,
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")), "model": model_revision(model_dir)}
+
+
 def _write_json(path: Path, obj, procs: _Processes) -> None:
     if procs.is_main:
         path.write_text(json.dumps(obj, indent=1, default=str))
@@ -149,7 +165,8 @@ class _Base:
 
     def get(self):
         if self.pair is None:
-            self.pair = load_model(self.model_dir, dtype=self.runtime.dtype, device=self.runtime.device)
+            self.pair = load_model(self.model_dir, dtype=self.runtime.dtype, device=self.runtime.device,
+                                   device_map=self.runtime.device_map)
         return self.pair
 
     def release(self) -> None:
@@ -269,7 +286,7 @@ class _Run:
 
 
 def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: BridgeConfig | None = None,
-               out_dir: str | Path = "bridge-run", *, progress: bool = True, until: str = "evaluate") -> dict:
+               out_dir: str | Path = "bridge-run", *, progress: bool | None = None, until: str = "evaluate") -> dict:
     """Run (or resume) the study; returns the content of ``out_dir/results.json``.
 
     Args:
@@ -282,7 +299,7 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
             accuracy row then also holds kgsim's own measurement of the same checkpoint on the same
             prompts (``kgsim_fact``, ``n_disagree``; summary under ``agreement``).
         out_dir: the run directory (created; a finished or partial run there is resumed).
-        progress: show tqdm progress bars.
+        progress: show tqdm progress bars (None: when stderr is a terminal).
         until: stop after ``categorise`` or ``finetune`` (the results then hold what exists).
 
     Raises:
@@ -296,6 +313,7 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
 
     cfg = cfg or BridgeConfig()
     cfg.validate()
+    progress = sys.stderr.isatty() if progress is None else progress
     if until not in UNTIL:
         raise ConfigError(f"until = {until!r}: choose one of {list(UNTIL)}")
     model_dir = check_model_dir(model_dir)
@@ -309,7 +327,7 @@ def run_bridge(model_dir: str | Path, data: str, data_path: str | Path, cfg: Bri
     sel = select(splits, cfg)
     _write_json(out / "run.json", {"schema": SCHEMA, "model_dir": str(model_dir), "model_key": mkey, "data": data,
                                    "data_path": str(Path(data_path).resolve()), **info, "config": to_dict(cfg),
-                                   "environment": environment()}, procs)
+                                   "environment": provenance(model_dir, cfg.runtime)}, procs)
     n_steps = 2 + (2 if until != "categorise" else 0) + (4 if until == "evaluate" else 0)
     bar = tqdm(total=n_steps, desc="bridge", disable=not progress or not procs.is_main)
     skey = mkey if fmt is TEXT else _hash(mkey, fmt.name)         # stage cache keys (text keys unchanged)
@@ -376,7 +394,8 @@ def _evaluate_cached(out: Path, name: str, stage: str, key: str, tests: dict, se
     files = {k: edir / edge_filename(k) for k in wanted}
     if all(f.is_file() and json.loads(f.read_text()).get("meta", {}).get("key") == key for f in files.values()):
         return {k: f.name for k, f in files.items()}
-    model, tok = load_checkpoint(out / name / stage, dtype=cfg.runtime.dtype, device=cfg.runtime.device)
+    model, tok = load_checkpoint(out / name / stage, dtype=cfg.runtime.dtype, device=cfg.runtime.device,
+                                 device_map=cfg.runtime.device_map)
     edges = evaluate_model(model, tok, tests, sel.demos, cfg.eval, model_name=name, stage=stage,
                            two_hop_pool=sel.two_hop_demos, seed=cfg.seed, progress=progress, fmt=fmt)
     if fmt is not TEXT:
@@ -397,7 +416,8 @@ def _results(model_dir, mkey, data, data_path, cfg, sel, slick, ft_sets, tests, 
               **{m: len(x) for m, x in ft_sets.items()}, "dev": len(sel.dev),
               "splits": {k: len(v) for k, v in tests.items()}}
     res = {"schema": SCHEMA, "model_dir": str(model_dir), "model_key": mkey, "data": data,
-           "data_path": str(Path(data_path).resolve()), "config": to_dict(cfg), "environment": environment(),
+           "data_path": str(Path(data_path).resolve()), "config": to_dict(cfg),
+           "environment": provenance(model_dir, cfg.runtime),
            "counts": counts, "finetune": ft_summary, "accuracy": [], "gap": []}
     if data == "synthetic":
         exp = {c: [e.exposure for e in sel.candidates if slick[e.id].category == c] for c in CATEGORIES}

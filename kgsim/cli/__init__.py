@@ -13,11 +13,13 @@ import sys
 from kgsim.cli import bridge, experiment, one_layer, sweep, world  # noqa: F401  (each registers its commands)
 from kgsim.cli.base import COMMANDS, UserError
 from kgsim.core.config import ConfigError
+from kgsim.core.version import __version__
 from kgsim.world.graph import GraphFileError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kgsim", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"kgsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, add_args, _) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_, description=help_))

@@ -1,0 +1,1 @@
+"""The bridge's named presets, TOML tables of :class:`llm_bridge.config.BridgeConfig` keys (package data)."""
