@@ -238,3 +238,38 @@ def test_provenance_records_date_device_and_model(tiny, tmp_path):
             "world_size"} <= set(env)
     assert env["device"] == "cpu" and env["date"].endswith("+00:00")
     assert env["model"]["hub_id"] == "org/tiny-llama" and env["model"]["revision"] == snap.name
+
+
+# --------------------------------------------------------------------------------------------
+# A bridge run end to end: kgsim run's figures and the provenance
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_bridge_run_writes_kgsim_figures_and_provenance(tmp_path, capsys):
+    from kgsim.core.config import GraphConfig
+    from kgsim.core.rng import stream
+    from kgsim.world.graph import generate
+    from llm_bridge.verbalize import Verbalizer, name_graph, pretraining_documents
+
+    gcfg = GraphConfig(n_entities=60, n_types=2, n_relations=4, n_composed=1, mean_exposure=6.0,
+                       never_exposed_share=0.25)
+    kg = name_graph(generate(gcfg, stream(0, "graph")), stream(0, "names"))
+    docs = pretraining_documents(kg, Verbalizer.from_graph(kg), stream(0, "corpus"), qa_subject_share=0.8)
+    tok = build_tokenizer(docs, 400)
+    model = tiny_llama(tok, d_model=64, n_layers=2, n_heads=4, n_ctx=256, seed=0)      # as test_bridge_e2e's
+    pretrain(model, tok, docs, steps=200, batch_size=16, lr=3e-3, seed=0)
+    save_model(model, tok, tmp_path / "base")
+    kg.save(tmp_path / "graph.npz")
+    out = tmp_path / "run"
+    argv = ["bridge", "run", "--model", tmp_path / "base", "--data", "synthetic", "--data-path", tmp_path / "graph.npz",
+            "--preset", "tiny", "--set", "runtime.device=cpu", "--set", "runtime.dtype=float32", "--out", out]
+    assert main([str(a) for a in argv]) == 0
+    capsys.readouterr()
+    figs = {p.name for p in (out / "figures").glob("*.png")}
+    assert figs == {"gap_by_split.png", "gap_vs_k.png", "gap_es_vs_con.png", "direct_vs_cot.png", "fitting_speed.png"}
+    report = (out / "report.md").read_text()
+    assert all(f"(figures/{f})" in report for f in figs)
+    for name in ("run.json", "results.json"):
+        env = json.loads((out / name).read_text())["environment"]
+        assert env["device"] == "cpu" and env["date"] and env["argv"] and "git_dirty" in env
+        assert env["model"]["config_sha256"] and env["model"]["hub_id"] is None

@@ -46,7 +46,7 @@ from kgsim.study.results import (
     seed_figures,
     summarise_observation,
 )
-from kgsim.study.runner import checks_json
+from kgsim.study.runner import checks_json, two_hop_summary
 from llm_bridge.agreement import AgreementError, agreement, format_agreement
 from llm_bridge.config import bridge_config, preset_names, to_toml
 from llm_bridge.datasets import DatasetFileError
@@ -215,12 +215,13 @@ def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
     write_json(out / f"seed-{seed}" / "edges.json", {"edge_sets": [e.to_json() for e in edge_sets],
                                                    "two_hop": two_hop.to_json(), "splits": {}})
     figs = seed_figures(edge_sets)
-    per_seed = [{"seed": seed, **figs, "checks": checks_json(edge_sets, two_hop)}]
+    per_seed = [{"seed": seed, **figs, "two_hop": two_hop_summary(edge_sets, two_hop),
+                 "checks": checks_json(edge_sets, two_hop)}]
     k_shots = tuple(k for k in {shots_of(e.prompt) for e in edge_sets} if k)
     sims = sorted({e.split for e in edge_sets if sim_bucket_index(e.split)}, key=sim_bucket_index)
     boot = bootstrap_gaps(edge_sets, seed=seed)
     obs = observations(per_seed, tuple(sorted(k_shots)), sims, boot=boot)
-    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps")} for s in per_seed])
+    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "two_hop")} for s in per_seed])
     agg["gaps"] = bootstrap_gap_intervals(figs["gaps"], boot)
     view = {"config": {"prompts": {"k_shots": sorted(k_shots)}}, "seeds": [seed], "per_seed": per_seed,
             "aggregate": agg,
