@@ -271,8 +271,8 @@ def _ft_relations(kg: KnowledgeGraph, cfg: SplitConfig, prompt_rels: np.ndarray,
                   unknown: np.ndarray) -> np.ndarray:
     """The fine-tuning relations: those named by ``splits.ft_relation_names``, else chosen by
     :func:`choose_ft_relations` among relations with a demonstration pool, preferring those that can
-    supply their share of the fine-tuning sets (ground truth Known / Unknown, so the choice does not
-    move when Known is measured)."""
+    supply their share of the fine-tuning, dev and ID test sets (ground truth Known / Unknown, so the
+    choice does not move when Known is measured)."""
     names = [kg.relation_name(r) for r in range(kg.n_relations)]
     if cfg.ft_relation_names:
         out = []
@@ -293,9 +293,11 @@ def _ft_relations(kg: KnowledgeGraph, cfg: SplitConfig, prompt_rels: np.ndarray,
                           f"largest splits.ft_relations that fits is {len(prompt_rels)}" if len(prompt_rels) else
                           f"splits.ft_relations = {cfg.ft_relations}: no relation has splits.min_demo_pool = "
                           f"{cfg.min_demo_pool} demonstration facts (exposed facts of QA subjects); lower it")
-    share = -(-cfg.ft_size // cfg.ft_relations)
-    able = np.array([min((kg.r[known] == r).sum(), (kg.r[unknown] == r).sum()) >= share
-                     for r in range(kg.n_relations)], bool)
+    share = -(-cfg.ft_size // cfg.ft_relations)                          # per relation: FT-Known, FT-Unknown,
+    held = -(-(cfg.dev_size + cfg.test_size) // cfg.ft_relations)        # and its part of dev and ID test
+    n_known, n_unknown = np.bincount(kg.r[known], minlength=kg.n_relations), np.bincount(kg.r[unknown],
+                                                                                          minlength=kg.n_relations)
+    able = (n_known >= share + held) & (n_unknown >= share)
     return choose_ft_relations(kg, cfg.ft_relations, candidates=prompt_rels, able=able)
 
 
