@@ -180,6 +180,23 @@ def test_fuzz_results_reader_only_raises_input_file_error(tmp_path_factory, data
         assert "\n" not in str(e) and str(f) in str(e)
 
 
+EDGES_CASES = {
+    "undecodable": (b'{"edge_sets": ["\xff"]}', "not UTF-8"),
+    "truncated": (b'{"edge_sets": [], "two_h', "not valid JSON"),
+    "wrong type": (b'{"edge_sets": {}, "two_hop": {}}', "key 'edge_sets' holds dict"),
+    "malformed edge set": (b'{"edge_sets": [{"model": "base"}], "two_hop": {}}', "an edge set or the 2-hop record"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGES_CASES))
+def test_bad_edges_json_is_one_line(capsys, tmp_path, case):
+    data, message = EDGES_CASES[case]
+    (tmp_path / "seed-0").mkdir()
+    (tmp_path / "seed-0" / "edges.json").write_bytes(data)
+    code, _, err = kgsim(capsys, "check", tmp_path)
+    assert_one_line(code, err, tmp_path / "seed-0" / "edges.json", message)
+
+
 # --------------------------------------------------------------------------------------------
 # safetensors checkpoints
 # --------------------------------------------------------------------------------------------

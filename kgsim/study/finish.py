@@ -6,12 +6,11 @@ report; and the run directory read back for the theory checks.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kgsim.core.config import ExperimentConfig, to_dict
 from kgsim.core.edges import EdgeSet, TwoHopQueries
-from kgsim.core.io import write_json
+from kgsim.core.io import InputFileError, read_json, write_json
 from kgsim.core.provenance import environment
 from kgsim.study.report import render
 from kgsim.study.results import aggregate, bootstrap_gap_intervals, bootstrap_gaps, observations
@@ -51,8 +50,13 @@ def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
 
 def seed_edges(path: Path) -> tuple[list[EdgeSet], TwoHopQueries]:
     """One seed's ``edges.json``: its edge sets and its 2-hop queries with their hop facts."""
-    data = json.loads(Path(path).read_text())
-    return [EdgeSet.from_json(e) for e in data["edge_sets"]], TwoHopQueries.from_json(data["two_hop"])
+    what = "a kgsim run's seed-*/edges.json"
+    data = read_json(path, what, require={"edge_sets": list, "two_hop": dict})
+    try:
+        return [EdgeSet.from_json(e) for e in data["edge_sets"]], TwoHopQueries.from_json(data["two_hop"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise InputFileError(f"{path}: an edge set or the 2-hop record is malformed ({type(e).__name__}: "
+                             f"{str(e)[:80]}; expected {what})") from None
 
 
 def check_run_dir(run_dir: Path) -> list[tuple[str, list, dict]]:
