@@ -58,10 +58,11 @@ def _seed(seed: int, rho: float, q: float, curved: bool, rng) -> dict:
         for s in SPLITS:
             d0 = accuracy[f"ft-known/{stage}"][s]["zero-shot"] - accuracy[f"ft-unknown/{stage}"][s]["zero-shot"]
             gaps.setdefault(stage, {})[s] = {"zero-shot": d0, "2-shot": (1 - q) * d0 + rng.normal(0, 0.005)}
-    curve = [{"step": t, "train_acc": t / 10, "train_unknown_acc": t / 10,
-              "id_acc": 0.6 - 0.3 * t / 10 + rng.normal(0, 0.005)} for t in range(11)]
+    def curve(r):          # ID accuracy falls with the Unknown facts fitted as a share of the set (r * t/10)
+        return [{"step": t, "train_acc": t / 10, "train_unknown_acc": t / 10,
+                 "id_acc": 0.6 - 0.3 * r * t / 10 + rng.normal(0, 0.005)} for t in range(11)]
     return {"seed": seed, "accuracy": accuracy, "gaps": gaps, "sizes": {},
-            "finetune": {m: {"curve": curve} for m in models if m != "ft-known"}}
+            "finetune": {m: {"curve": curve(r)} for m, r in models.items() if m != "ft-known"}}
 
 
 def _sweep(tmp_path, curved=False):

@@ -13,8 +13,10 @@ out, held-out residuals) and a figure (the points, the fit, its 95% band):
 2. **Prompt recovery (T1).** Δ*(k) = (1 − q_k)·Δ per k: q_k from a fit through the origin of the
    k-shot gap on the zero-shot gap over every seed, cell, stage and split; T1 also says one q_k
    serves every split (an F-test of one slope per split against one slope) and 0 ≤ q_k ≤ 1.
-3. **Fitting Unknown facts (Gekhman et al.).** Along fine-tuning, held-out (ID) accuracy against the
-   share of the set's Unknown facts fitted so far, linear with a negative slope.
+3. **Fitting Unknown facts (Gekhman et al.).** Along fine-tuning, held-out (ID) accuracy against
+   the Unknown facts fitted so far as a share of the whole fine-tuning set (N_unk fitted / |D|, as
+   Gekhman et al. regress it; ρ × the accuracy on the set's Unknown facts), linear with a negative
+   slope. Per model (FT-Unknown; ft-mixed pooled over its ρ values) and stratum.
 
 Intervals are Student t on ordinary least squares; points that share a seed share a base model, so
 the law-1 and law-2 intervals treat them as independent when they are not, and law 3's slope
@@ -56,6 +58,14 @@ def _ols(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, i
     return beta, s2 * np.linalg.pinv(X.T @ X), s2, dof
 
 
+def _line(v: np.ndarray) -> np.ndarray:
+    return np.column_stack([np.ones_like(v), v])          # [n, 2]: intercept, slope
+
+
+def _origin(v: np.ndarray) -> np.ndarray:
+    return v[:, None]                                     # [n, 1]: slope through the origin
+
+
 def _ci(est: float, se: float, dof: int) -> tuple[float, float]:
     if dof <= 0 or not math.isfinite(se):
         return math.nan, math.nan
@@ -93,7 +103,7 @@ def fit_line(x, y, groups=None) -> dict:
     out = {"n": len(x), "n_x": len(np.unique(x))}
     if len(x) < 3 or out["n_x"] < 2:
         return out | {"note": "too few points"}
-    design = lambda v: np.column_stack([np.ones_like(v), v])
+    design = _line
     beta, cov, s2, dof = _ols(design(x), y)
     ss_tot = float(((y - y.mean()) ** 2).sum())
     r2 = 1 - s2 * dof / ss_tot if ss_tot > 0 else math.nan
@@ -118,7 +128,7 @@ def fit_through_origin(x, y, groups=None) -> dict:
     out = {"n": len(x)}
     if len(x) < 2 or not np.any(x):
         return out | {"note": "too few points"}
-    design = lambda v: v[:, None]
+    design = _origin
     beta, cov, s2, dof = _ols(design(x), y)
     b, se = float(beta[0]), math.sqrt(cov[0, 0]) if dof > 0 else math.nan
     out |= {"slope": b, "dof": dof, "r2_uncentred": 1 - s2 * dof / float((y ** 2).sum()) if dof > 0 else math.nan}
@@ -218,7 +228,7 @@ def _curves(srcs: list[tuple[str, dict, dict]], keys: list[str]) -> pd.DataFrame
                 for r in s["finetune"][model]["curve"]:
                     if r["step"] > 0 and xkey in r:
                         rows.append({"model": model, "stratum": stratum, "curve": curve_id, "seed": s["seed"],
-                                     "step": r["step"], "unknown_fitted": r[xkey], "id_acc": r["id_acc"]})
+                                     "step": r["step"], "unknown_fitted": share * r[xkey], "id_acc": r["id_acc"]})
     return pd.DataFrame(rows).drop_duplicates(["curve", "step"]) if rows else pd.DataFrame()
 
 
@@ -226,8 +236,10 @@ def _curves(srcs: list[tuple[str, dict, dict]], keys: list[str]) -> pd.DataFrame
 # The three laws
 # --------------------------------------------------------------------------------------------
 
-def law_rho(df: pd.DataFrame) -> list[dict]:
-    """Law 1 fits: per stratum, stage, structural split: accuracy and gap against ρ and against d."""
+def law1_points(df: pd.DataFrame) -> pd.DataFrame:
+    """Law 1's points: the fine-tuned models' zero-shot accuracy on the structural splits, each
+    (stratum, seed, stage, split, set) once (FT-Known and FT-Unknown repeat across the cells that
+    share them), with the gap Δ(ρ) to FT-Known of the same set size and the dose d = n(1 − 2ρ)."""
     ft = df[df.model.isin([FT_KNOWN, FT_UNKNOWN, FT_MIXED]) & (df.prompt == ZERO_SHOT)
             & df.split.isin(STRUCTURAL_SPLITS)].copy()
     ft = ft.drop_duplicates(["stratum", "seed", "stage", "split", "unknown_share", "ft_set_size"])
@@ -235,8 +247,13 @@ def law_rho(df: pd.DataFrame) -> list[dict]:
     known = ft[ft.model == FT_KNOWN].set_index(at).accuracy
     ft["gap_rho"] = known.reindex(pd.MultiIndex.from_frame(ft[at])).values - ft.accuracy.values
     ft["dose"] = ft.ft_set_size * (1 - 2 * ft.unknown_share)
+    return ft
+
+
+def law_rho(points: pd.DataFrame) -> list[dict]:
+    """Law 1 fits: per stratum, stage, structural split: accuracy and gap against ρ and against d."""
     out = []
-    for (stratum, stage, split), g in ft.groupby(["stratum", "stage", "split"], sort=False):
+    for (stratum, stage, split), g in points.groupby(["stratum", "stage", "split"], sort=False):
         for y, xname in (("accuracy", "unknown_share"), ("gap_rho", "unknown_share"), ("accuracy", "dose"),
                          ("gap_rho", "dose")):
             h = g[g.unknown_share > 0] if y == "gap_rho" else g
@@ -330,9 +347,10 @@ def law_tables(paths: list[Path]) -> dict:
     srcs, keys = sources(paths)
     if not srcs:
         return {"law1": [], "law2": [], "law3": [], "note": "no finished cell"}
-    df = _frame(srcs, keys)
-    return {"law1": law_rho(df), "law2": law_recovery(df), "law3": law_fitting(_curves(srcs, keys)),
-            "n_cells": len(srcs), "swept": keys, "_df": df, "_curves": _curves(srcs, keys)}
+    df, curves = _frame(srcs, keys), _curves(srcs, keys)
+    points = law1_points(df)
+    return {"law1": law_rho(points), "law2": law_recovery(df), "law3": law_fitting(curves),
+            "n_cells": len(srcs), "swept": keys, "_law1": points, "_curves": curves}
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,7 +388,7 @@ def render_laws(t: dict) -> str:
         per = ", ".join(f"{s} {_n(q)}" for s, q in f.get("per_split_q", {}).items())
         L.append(f"| {f['k']} | {_iv(f, 'q')} | {_n(f.get('intercept_p'))} | {_n(f['one_q'].get('p'))} | {per} | "
                  f"{_n(f.get('held_out_rmse'), pct=True)} | {f['n']} | {f['verdict']} |")
-    L += ["", "## 3. ID accuracy against the share of Unknown fine-tuning facts fitted (Gekhman et al.)", "",
+    L += ["", "## 3. ID accuracy against the Unknown facts fitted, N_unk / |D| (Gekhman et al.)", "",
           "| stratum | model | slope | interval from | R² | quadratic p | held-out RMSE | curves | verdict |",
           "|---|---|---|---|---|---|---|---|---|"]
     for f in t["law3"]:
@@ -393,19 +411,14 @@ def figures(t: dict, out: Path) -> list[str]:
 
     out.mkdir(parents=True, exist_ok=True)
     made = []
-    df = t.get("_df")
+    pts = t.get("_law1")
     for xname, fname in (("unknown_share", "law1_rho.png"), ("dose", "law1_dose.png")):
-        fits = [f for f in t["law1"] if f["x"] == xname and f["split"] == "id" and "slope" in f]
-        if not fits or df is None:
+        if pts is None or pts.empty:
             continue
         fig, axes = plt.subplots(2, 2, figsize=(9, 7), squeeze=False)
         for j, stage in enumerate((ES, CON)):
             for i, y in enumerate(("accuracy", "gap_rho")):
-                ax = axes[i, j]
-                for f in (f for f in fits if f["stage"] == stage and f["y"] == y):
-                    _scatter_fit(ax, f, df, stage, y, xname)
-                ax.set_title(f"{stage}: {'ID accuracy' if y == 'accuracy' else 'gap Δ(ρ)'}", fontsize=9)
-                ax.set_xlabel("ρ (Unknown share)" if xname == "unknown_share" else "d = |D_kn| − |D_unk|")
+                _law1_panel(axes[i, j], t["law1"], pts, stage, y, xname)
         fig.tight_layout()
         fig.savefig(out / fname, dpi=110)
         plt.close(fig)
@@ -442,7 +455,7 @@ def figures(t: dict, out: Path) -> list[str]:
                 ax.plot(xs * 100, yh * 100, "k-", lw=1)
                 ax.fill_between(xs * 100, lo * 100, hi * 100, color="k", alpha=0.15)
             ax.set_title(f"{f['model']} {f['stratum']}".strip(), fontsize=8)
-            ax.set_xlabel("Unknown fine-tuning facts fitted (%)")
+            ax.set_xlabel("Unknown facts fitted / fine-tuning set (%)")
             ax.set_ylabel("ID accuracy (%)")
         fig.tight_layout()
         fig.savefig(out / "law3_fitting.png", dpi=110)
@@ -451,20 +464,25 @@ def figures(t: dict, out: Path) -> list[str]:
     return made
 
 
-def _scatter_fit(ax, f: dict, df: pd.DataFrame, stage: str, y: str, xname: str) -> None:
-    d = df[df.model.isin([FT_KNOWN, FT_UNKNOWN, FT_MIXED]) & (df.prompt == ZERO_SHOT) & (df.split == "id")
-           & (df.stage == stage) & (df.stratum == f["stratum"])].copy()
-    d = d.drop_duplicates(["seed", "unknown_share", "ft_set_size"])
-    kn = d[d.model == FT_KNOWN].set_index(["seed", "ft_set_size"]).accuracy
-    d["gap_rho"] = kn.reindex(pd.MultiIndex.from_frame(d[["seed", "ft_set_size"]])).values - d.accuracy.values
-    d["dose"] = d.ft_set_size * (1 - 2 * d.unknown_share)
+def _law1_panel(ax, fits: list[dict], pts: pd.DataFrame, stage: str, y: str, xname: str) -> None:
+    """ID points of one stage (a colour per stratum) with each stratum's fit and 95% band."""
+    d = pts[(pts.split == "id") & (pts.stage == stage)]
     if y == "gap_rho":
         d = d[d.unknown_share > 0]
-    ax.scatter(d[xname], d[y] * 100, s=12, label=f["stratum"] or None)
-    xs = np.linspace(d[xname].min(), d[xname].max(), 50)
-    yh, lo, hi = band(f, xs)
-    ax.plot(xs, yh * 100, lw=1)
-    ax.fill_between(xs, lo * 100, hi * 100, alpha=0.15)
+    for c, (stratum, g) in enumerate(d.groupby("stratum", sort=False)):
+        color = f"C{c}"
+        ax.scatter(g[xname], g[y] * 100, s=12, color=color, label=stratum or None)
+        f = next((f for f in fits if (f["stratum"], f["stage"], f["split"], f["y"], f["x"])
+                  == (stratum, stage, "id", y, xname) and "slope" in f), None)
+        if f is not None:
+            xs = np.linspace(g[xname].min(), g[xname].max(), 50)
+            yh, lo, hi = band(f, xs)
+            ax.plot(xs, yh * 100, lw=1, color=color)
+            ax.fill_between(xs, lo * 100, hi * 100, alpha=0.15, color=color)
+    if d.stratum.nunique() > 1:
+        ax.legend(fontsize=6)
+    ax.set_title(f"{stage}: {'ID accuracy' if y == 'accuracy' else 'gap Δ(ρ) = FT-Known − model at ρ'}", fontsize=9)
+    ax.set_xlabel("ρ (Unknown share)" if xname == "unknown_share" else "d = |D_kn| − |D_unk|")
     ax.set_ylabel("points")
 
 

@@ -273,6 +273,13 @@ def run_cells(cells: list[Cell], cache: Path, *, workers: int = 2, scheduler: st
         for key, t in tasks.items():                   # insertion order: dependencies first
             futures[key] = client.submit(t.fn, *t.args, *[futures[d] for d in t.deps], key=key,
                                          priority=PRIORITY[t.kind], pure=False)
+        if show:
+            kinds = {}
+            for t in tasks.values():
+                kinds[t.kind] = kinds.get(t.kind, 0) + 1
+            print(f"{len(tasks)} tasks ({', '.join(f'{n} {k}' for k, n in kinds.items())}) on {n_workers} "
+                  f"worker(s){' at ' + scheduler if scheduler else ''}; a line as each finishes",
+                  file=sys.stderr, flush=True)
         records = _follow(tasks, futures, as_completed, show)
         per_seed, errors, tbs = {}, {}, {}
         for key, t in tasks.items():
