@@ -9,6 +9,7 @@ table in a TOML ``--config``); every combination is a **cell**, a normal run dir
     DIR/tidy.csv             one row per (cell, seed, model, stage, split, prompt); tidy.parquet too
                              where pyarrow is installed
     DIR/laws/                the fitted dose-response laws (kgsim.study.laws)
+    DIR/sweep.md             per cell: its values, ρ and set size n, status, ID gaps, the ρ-model's accuracy
 
 Stages shared by cells (worlds, base models, fine-tuned models that a key does not touch) run once
 (:mod:`kgsim.study.tasks`). Killed and rerun, the sweep resumes at task granularity; a grid with new
@@ -35,9 +36,12 @@ from kgsim.core.config import (
     tomllib,
 )
 from kgsim.core.io import write_json, write_text
+from kgsim.core.names import FT_KNOWN, FT_UNKNOWN, STAGES, ZERO_SHOT
 from kgsim.study.api import load_results
 from kgsim.study.laws import write_laws
+from kgsim.study.results import interval
 from kgsim.study.runner import RunDirError, prepare_run_dir
+from kgsim.study.stages import FT_MIXED
 from kgsim.study.tasks import Cell, GraphRun, run_cells
 
 __all__ = ["SweepError", "SweepResult", "expand", "load_sweep", "parse_grid", "run_sweep"]
@@ -246,10 +250,43 @@ def run_sweep(cfg: ExperimentConfig, grid: dict[str, list], out: Path, cache: Pa
         "computed_by_kind": {k: sum(t["kind"] == k and t.get("cached") is False for t in g.tasks) for k in kinds},
         "tasks": g.tasks})
     if any(r["status"] == "done" for r in records):
-        write_tidy(out)
+        table = write_tidy(out)
         if laws:
             write_laws(out)
+        write_text(out / "sweep.md", summary(table, records, cfg, grid, g))
     return SweepResult(out, records, g)
+
+
+def summary(table: pd.DataFrame, records: list[dict], cfg: ExperimentConfig, grid: dict, g: GraphRun) -> str:
+    """``sweep.md``: per cell its values, its fine-tuning set (ρ, n), status, the ID zero-shot gap
+    (FT-Known − FT-Unknown) and the ρ-model's ID accuracy at ES and Con. (mean [95% interval over
+    seeds]); then the engine's figures."""
+    def iv(values) -> str:
+        v = interval(list(values))
+        return "–" if v["n"] == 0 else f"{100 * v['mean']:.1f}" + (
+            f" [{100 * v['lo']:.1f}, {100 * v['hi']:.1f}]" if v["n"] > 1 else "")
+
+    head = " | ".join(grid)
+    L = ["# Sweep", "", f"Seeds {list(cfg.run.seeds)}; {len(records)} cells. Points: mean [95% interval over seeds].",
+         "",
+         f"| cell | {head} | ρ | n | status | ID gap ES | ID gap Con. | ρ-model ID acc. ES | ρ-model ID acc. Con. |",
+         "|---|" + "---|" * (len(grid) + 8)]
+    idz = table[(table.split == "id") & (table.prompt == ZERO_SHOT)]
+    for r in records:
+        c = idz[idz.cell == r["name"]]
+        rho = r["values"].get("finetune.unknown_share", cfg.finetune.unknown_share)
+        rho_model = FT_KNOWN if rho == 0 else FT_UNKNOWN if rho == 1 else FT_MIXED
+        n = int(c.ft_set_size.dropna().iloc[0]) if c.ft_set_size.notna().any() else "–"
+        cells = [iv(c[(c.model == FT_KNOWN) & (c.stage == st)].gap) for st in STAGES]
+        cells += [iv(c[(c.model == rho_model) & (c.stage == st)].accuracy) for st in STAGES]
+        L.append(f"| {r['name']} | {' | '.join(str(r['values'][k]) for k in grid)} | {rho:g} | {n} | {r['status']} | "
+                 + " | ".join(cells) + " |")
+    L += ["", f"Wall time {g.wall_s:.0f} s on {g.workers} worker(s); cores {100 * g.busy_share():.0f}% busy. "
+          "Tasks computed / in the graph: " + ", ".join(
+              f"{k} {sum(t['kind'] == k and t.get('cached') is False for t in g.tasks)}/"
+              f"{sum(t['kind'] == k for t in g.tasks)}" for k in dict.fromkeys(t["kind"] for t in g.tasks)) + ".",
+          "", "Laws: [laws/laws.md](laws/laws.md). Tidy table: tidy.csv."]
+    return "\n".join(L) + "\n"
 
 
 def write_tidy(out: Path) -> pd.DataFrame:
