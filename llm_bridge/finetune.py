@@ -38,9 +38,10 @@ Multi-GPU (data parallel). :func:`finetune` runs unchanged under a launcher, one
 Every process loads the model and the Trainer wraps it in DDP; every process computes the same
 greedy dev accuracy (so all agree on the best step) and only the main process writes checkpoints and
 ``finetune.json``. Sharded training (FSDP, DeepSpeed ZeRO-3) is not supported: the dev callback
-generates with the unwrapped model. The pipeline's other stages (SliCK probing, evaluation) run on
-the main process; run them once single-process first (``run_bridge(..., until="categorise")``) so
-the launched run finds them cached.
+generates with the unwrapped model. Under the same launch the pipeline shares its other stages
+among the processes (:mod:`llm_bridge.pipeline`): SliCK chunks and evaluation checkpoints are dealt
+round-robin, each on its rank's GPU, with one process's results; the similarity split (seconds)
+runs on the main process.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ from kgsim.core.rng import torch_generator, torch_seed
 
 from .datasets import QAExample
 from .matching import MATCH_MODES
-from .models import load_model, load_tokenizer
+from .models import load_model, load_tokenizer, terminal_bars_only
 from .prompts import TEXT
 
 METHODS = ("full", "lora", "auto")
@@ -188,7 +189,8 @@ def save_checkpoint(model, tokenizer, out_dir: str | Path, info: dict) -> Path:
     """Save model (or LoRA adapter) + tokenizer as safetensors, and `info` as bridge_checkpoint.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    with terminal_bars_only():
+        model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     (out / CHECKPOINT_INFO).write_text(json.dumps(info, indent=1))
     return out

@@ -185,7 +185,8 @@ def cached_categories(examples: Sequence[QAExample], pool, cfg: SliCKConfig = Sl
 
 def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[str, Sequence[QAExample]] | Sequence[QAExample],
                cfg: SliCKConfig = SliCKConfig(), *, seed: int = 0, model_key: str = "",
-               cache_path: str | Path | None = None, progress: bool = False, fmt=TEXT) -> dict[str, SliCKResult]:
+               cache_path: str | Path | None = None, progress: bool = False, fmt=TEXT,
+               group=None) -> dict[str, SliCKResult]:
     """SliCK results of every example, by example id.
 
     Args:
@@ -195,6 +196,11 @@ def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[st
         cache_path: a JSON file; chunks already there under the same key are reused, new ones added
             (and saved chunk by chunk, so an interrupted run resumes).
         fmt: the prompt format (:mod:`llm_bridge.prompts`; default the text Q/A format).
+        group: the processes sharing the work (``rank``, ``world_size``, ``is_main``, ``gather(obj)
+            -> [obj of every rank]``; None: this process alone). Chunks missing from the cache are
+            dealt round-robin, one round of ``world_size`` chunks at a time, gathered after each
+            round on every rank, and saved by the main process. Each chunk samples from its own
+            stream (``slick-sample/<chunk>``), so the results equal one process's.
 
     Raises:
         ValueError: a relation lacks demonstrations; duplicate example ids.
@@ -209,13 +215,19 @@ def categorise(model, tokenizer, examples: Sequence[QAExample], pool: Mapping[st
     cache = _load_cache(path)
     entry = cache["entries"].setdefault(key, {"model": model_key, "config": dataclasses.asdict(cfg), "chunks": {}})
     names = _chunk_names(len(examples), cfg)
-    for k, name in enumerate(names):
-        if name in entry["chunks"]:
-            continue
-        chunk = examples[k * cfg.chunk_size:(k + 1) * cfg.chunk_size]
-        res = _probe_chunk(model, tokenizer, chunk, sets, cfg, seed, name, progress, fmt)
-        entry["chunks"][name] = [dataclasses.asdict(r) for r in res]
-        _save_cache(path, cache)
+    todo = [(k, name) for k, name in enumerate(names) if name not in entry["chunks"]]
+    rank, world = (group.rank, group.world_size) if group is not None else (0, 1)
+    for r in range(0, len(todo), world):
+        done = []
+        if r + rank < len(todo):
+            k, name = todo[r + rank]
+            chunk = examples[k * cfg.chunk_size:(k + 1) * cfg.chunk_size]
+            res = _probe_chunk(model, tokenizer, chunk, sets, cfg, seed, name, progress, fmt)
+            done = [(name, [dataclasses.asdict(x) for x in res])]
+        for part in (group.gather(done) if group is not None else [done]):
+            entry["chunks"].update(part)
+        if group is None or group.is_main:
+            _save_cache(path, cache)
     return _collect(entry, names)
 
 

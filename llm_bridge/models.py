@@ -138,7 +138,7 @@ def load_tokenizer(model_dir: str | Path):
 
 
 @contextlib.contextmanager
-def _bars_on_a_terminal_only():
+def terminal_bars_only():
     """transformers' own progress bars (loading weights) off while stderr is not a terminal."""
     from transformers.utils import logging as hf_logging
 
@@ -176,7 +176,7 @@ def load_model(model_dir: str | Path, dtype: str = "auto", device: str | None = 
     d = check_model_dir(model_dir)
     tok = load_tokenizer(d)
     placement = {"device_map": device_map} if device_map else {}
-    with _bars_on_a_terminal_only():
+    with terminal_bars_only():
         model = AutoModelForCausalLM.from_pretrained(str(d), local_files_only=True, trust_remote_code=False,
                                                      dtype=torch_dtype, **placement)
     if dev is not None:
@@ -266,7 +266,8 @@ def save_model(model, tokenizer, out_dir: str | Path) -> Path:
     """Save model (safetensors) and tokenizer to `out_dir`, loadable by :func:`load_model`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))
+    with terminal_bars_only():
+        model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return out
 
@@ -310,4 +311,4 @@ def pretrain(model, tokenizer, texts: Sequence[str], *, steps: int, batch_size: 
 
 __all__ = ["DTYPES", "ModelDirError", "build_tokenizer", "check_model_dir", "hub_snapshot", "load_model",
            "load_tokenizer", "model_fingerprint", "model_revision", "pretrain", "resolve_device", "resolve_dtype",
-           "save_model", "tiny_llama"]
+           "save_model", "terminal_bars_only", "tiny_llama"]

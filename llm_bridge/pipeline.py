@@ -35,6 +35,13 @@ test examples by that similarity (as ``kgsim run`` measures). Synthetic data add
 (composed queries) and ``2hop-hops`` (their one-hop facts). Data without its own splits
 (PopQA, MMLU, synthetic) is split per relation by the seed (``dev_share``, ``test_share``).
 
+Several processes (``accelerate launch --num_processes N -m kgsim bridge run ...``, one per GPU):
+SliCK's chunks (each sampling from its own stream) are dealt round-robin to the ranks and gathered
+after every round; fine-tuning runs data-parallel (:mod:`llm_bridge.finetune`); the four
+checkpoints' evaluations are dealt round-robin, each rank writing its own edge files; the similarity
+split (seconds) runs on the main process. Categories, splits and edge sets equal one process's
+(``tests/test_bridge_cli.py``, two CPU processes over gloo).
+
 Prompt format (``data.format``): ``text`` (the Q/A format of :mod:`llm_bridge.prompts`; synthetic
 graphs verbalised), or ``kgsim-tokens`` for a model exported by ``kgsim pretrain`` and its world
 (``--data synthetic --data-path WORLD_DIR``): kgsim's own token prompts, the first generated token
@@ -120,11 +127,13 @@ def _ids(examples: Sequence[QAExample]) -> list[str]:
 
 
 class _Processes:
-    """Main-process gating when launched with several processes (accelerate launch / torchrun)."""
+    """The processes of a launch (accelerate launch / torchrun; gloo on CPUs, NCCL on GPUs): rank,
+    main-process gating, barriers, gathering Python objects, and each rank's own device."""
 
     def __init__(self):
         self.state = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # accelerate is an optional dependency (the llm extra), needed only under a launcher
             from accelerate import PartialState
 
             self.state = PartialState()
@@ -133,9 +142,31 @@ class _Processes:
     def is_main(self) -> bool:
         return self.state is None or self.state.is_main_process
 
+    @property
+    def rank(self) -> int:
+        return 0 if self.state is None else self.state.process_index
+
+    @property
+    def world_size(self) -> int:
+        return 1 if self.state is None else self.state.num_processes
+
     def barrier(self) -> None:
         if self.state is not None:
             self.state.wait_for_everyone()
+
+    def gather(self, obj) -> list:
+        """`obj` of every rank, in rank order (on every rank)."""
+        if self.state is None:
+            return [obj]
+        from accelerate.utils import gather_object
+
+        return gather_object([obj])
+
+    def device(self, configured: str) -> str:
+        """Under a launcher on GPUs, this rank's GPU (``cuda:LOCAL_RANK``); else `configured`."""
+        if self.state is not None and self.state.device.type == "cuda":
+            return str(self.state.device)
+        return configured
 
 
 def provenance(model_dir: Path, runtime: RuntimeConfig) -> dict:
@@ -160,12 +191,13 @@ def _write_json(path: Path, obj, procs: _Processes) -> None:
 class _Base:
     """The base model, loaded on first use and released on demand."""
 
-    def __init__(self, model_dir, runtime: RuntimeConfig):
+    def __init__(self, model_dir, runtime: RuntimeConfig, device: str | None = None):
         self.model_dir, self.runtime, self.pair = model_dir, runtime, None
+        self.device = device or runtime.device
 
     def get(self):
         if self.pair is None:
-            self.pair = load_model(self.model_dir, dtype=self.runtime.dtype, device=self.runtime.device,
+            self.pair = load_model(self.model_dir, dtype=self.runtime.dtype, device=self.device,
                                    device_map=self.runtime.device_map)
         return self.pair
 
@@ -227,16 +259,17 @@ class _Run:
             self.bar.set_description(f"bridge: {name}")
 
     def categorise(self) -> tuple[dict, dict, dict]:
-        """SliCK categories (main process; the others read the cache), balanced FT sets, test splits."""
+        """SliCK categories (chunks shared among the processes), balanced FT sets, test splits
+        (similarity on the main process: seconds)."""
         sel, cfg, out, procs = self.sel, self.cfg, self.out, self.procs
-        base = _Base(self.model_dir, cfg.runtime)
+        base = _Base(self.model_dir, cfg.runtime, procs.device(cfg.runtime.device))
         self.stage("categorise")
         kw = dict(seed=cfg.seed, model_key=self.mkey, cache_path=out / "slick.json", fmt=self.fmt)
         slick = cached_categories(sel.candidates, sel.demos, cfg.probe, **kw)
-        if slick is None and procs.is_main:
-            slick = categorise(*base.get(), sel.candidates, sel.demos, cfg.probe, progress=self.progress, **kw)
-        procs.barrier()
-        slick = slick or cached_categories(sel.candidates, sel.demos, cfg.probe, **kw)
+        procs.barrier()                                  # every rank has read the cache before any writes
+        if slick is None:
+            slick = categorise(*base.get(), sel.candidates, sel.demos, cfg.probe, progress=self.progress,
+                               group=procs if procs.world_size > 1 else None, **kw)
         ft_sets = dict(zip(FT_MODELS, balanced_sets(sel.candidates, slick, cfg.data, cfg.seed)))
         self.bar.update()
         self.stage("similarity split")
@@ -268,20 +301,22 @@ class _Run:
         return summaries, keys
 
     def evaluate(self, ft_keys: dict, tests: dict) -> dict:
-        """Every (model, stage) on every split and prompt (main process); returns {edge key: file}."""
-        sel, cfg = self.sel, self.cfg
+        """Every (model, stage) on every split and prompt; under a launcher the checkpoints are dealt
+        round-robin to the processes (each writes its own edge files; the same numbers as one
+        process). Returns {edge key: file}."""
+        sel, cfg, procs = self.sel, self.cfg, self.procs
         files: dict[tuple, str] = {}
-        for name in FT_MODELS:
-            for stage in STAGES:
-                self.stage(f"evaluate {name}/{stage}")
-                key = _hash(ft_keys[name], stage, dataclasses.asdict(cfg.eval), cfg.runtime.dtype, cfg.seed,
-                            {k: _ids(v) for k, v in tests.items()}, {r: _ids(x) for r, x in sel.demos.items()},
-                            _ids(sel.two_hop_demos))
-                if self.procs.is_main:
-                    files.update(_evaluate_cached(self.out, name, stage, key, tests, sel, cfg, self.progress,
-                                                  self.fmt))
-                self.bar.update()
-        self.procs.barrier()
+        device = procs.device(cfg.runtime.device)
+        for i, (name, stage) in enumerate((n, s) for n in FT_MODELS for s in STAGES):
+            self.stage(f"evaluate {name}/{stage}")
+            key = _hash(ft_keys[name], stage, dataclasses.asdict(cfg.eval), cfg.runtime.dtype, cfg.seed,
+                        {k: _ids(v) for k, v in tests.items()}, {r: _ids(x) for r, x in sel.demos.items()},
+                        _ids(sel.two_hop_demos))
+            if i % procs.world_size == procs.rank:
+                _evaluate_cached(self.out, name, stage, key, tests, sel, cfg, self.progress, self.fmt, device)
+            files.update({k: edge_filename(k) for k in _edge_keys(name, stage, tests, cfg)})
+            self.bar.update()
+        procs.barrier()
         return files
 
 
@@ -385,16 +420,19 @@ def _finetune_cached(model_dir, train, dev, cfg: BridgeConfig, out: Path, key: s
     return summary
 
 
+def _edge_keys(name: str, stage: str, tests: dict, cfg: BridgeConfig) -> list[tuple]:
+    return [(name, stage, split, p) for split in tests for p in cfg.eval.prompt_names(split)]
+
+
 def _evaluate_cached(out: Path, name: str, stage: str, key: str, tests: dict, sel: Selection, cfg: BridgeConfig,
-                     progress: bool, fmt=TEXT) -> dict:
+                     progress: bool, fmt=TEXT, device: str | None = None) -> dict:
     """Evaluate one checkpoint unless every EdgeSet file already holds `key`; returns {edge key: file}.
     With kgsim tokens, kgsim's own verdicts on the same prompts go to ``meta["kgsim_correct"]``."""
     edir = out / "edges"
-    wanted = [(name, stage, split, p) for split in tests for p in cfg.eval.prompt_names(split)]
-    files = {k: edir / edge_filename(k) for k in wanted}
+    files = {k: edir / edge_filename(k) for k in _edge_keys(name, stage, tests, cfg)}
     if all(f.is_file() and json.loads(f.read_text()).get("meta", {}).get("key") == key for f in files.values()):
         return {k: f.name for k, f in files.items()}
-    model, tok = load_checkpoint(out / name / stage, dtype=cfg.runtime.dtype, device=cfg.runtime.device,
+    model, tok = load_checkpoint(out / name / stage, dtype=cfg.runtime.dtype, device=device or cfg.runtime.device,
                                  device_map=cfg.runtime.device_map)
     edges = evaluate_model(model, tok, tests, sel.demos, cfg.eval, model_name=name, stage=stage,
                            two_hop_pool=sel.two_hop_demos, seed=cfg.seed, progress=progress, fmt=fmt)

@@ -244,25 +244,35 @@ def test_provenance_records_date_device_and_model(tiny, tmp_path):
 # A bridge run end to end: kgsim run's figures and the provenance
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_bridge_run_writes_kgsim_figures_and_provenance(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A verbalised 60-entity world and a tiny Llama pretrained on it (as test_bridge_e2e's)."""
     from kgsim.core.config import GraphConfig
     from kgsim.core.rng import stream
     from kgsim.world.graph import generate
     from llm_bridge.verbalize import Verbalizer, name_graph, pretraining_documents
 
+    d = tmp_path_factory.mktemp("world")
     gcfg = GraphConfig(n_entities=60, n_types=2, n_relations=4, n_composed=1, mean_exposure=6.0,
                        never_exposed_share=0.25)
     kg = name_graph(generate(gcfg, stream(0, "graph")), stream(0, "names"))
     docs = pretraining_documents(kg, Verbalizer.from_graph(kg), stream(0, "corpus"), qa_subject_share=0.8)
     tok = build_tokenizer(docs, 400)
-    model = tiny_llama(tok, d_model=64, n_layers=2, n_heads=4, n_ctx=256, seed=0)      # as test_bridge_e2e's
+    model = tiny_llama(tok, d_model=64, n_layers=2, n_heads=4, n_ctx=256, seed=0)
     pretrain(model, tok, docs, steps=200, batch_size=16, lr=3e-3, seed=0)
-    save_model(model, tok, tmp_path / "base")
-    kg.save(tmp_path / "graph.npz")
+    save_model(model, tok, d / "base")
+    kg.save(d / "graph.npz")
+    return d
+
+
+SETS = ["probe.chunk_size=8", "runtime.device=cpu", "runtime.dtype=float32"]   # SliCK chunks to share
+
+
+@pytest.mark.slow
+def test_bridge_run_writes_kgsim_figures_and_provenance(world, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["bridge", "run", "--model", tmp_path / "base", "--data", "synthetic", "--data-path", tmp_path / "graph.npz",
-            "--preset", "tiny", "--set", "runtime.device=cpu", "--set", "runtime.dtype=float32", "--out", out]
+    argv = ["bridge", "run", "--model", world / "base", "--data", "synthetic", "--data-path", world / "graph.npz",
+            "--preset", "tiny", *[x for s in SETS for x in ("--set", s)], "--out", out]
     assert main([str(a) for a in argv]) == 0
     capsys.readouterr()
     figs = {p.name for p in (out / "figures").glob("*.png")}
@@ -273,3 +283,54 @@ def test_bridge_run_writes_kgsim_figures_and_provenance(tmp_path, capsys):
         env = json.loads((out / name).read_text())["environment"]
         assert env["device"] == "cpu" and env["date"] and env["argv"] and "git_dirty" in env
         assert env["model"]["config_sha256"] and env["model"]["hub_id"] is None
+
+
+RANK_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from llm_bridge.config import bridge_config
+from llm_bridge.pipeline import run_bridge
+model, graph, out = sys.argv[1:4]
+run_bridge(model, "synthetic", graph, bridge_config("tiny", sys.argv[4:]), out, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_share_slick_and_evaluation_with_one_process_results(world, tmp_path):
+    """Two CPU processes (gloo, as accelerate launch starts them): SliCK chunks and evaluation
+    checkpoints dealt between the ranks and gathered give one process's categories, splits and
+    edge sets (fine-tuning, data-parallel, is reused from the one-process run)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from llm_bridge.pipeline import run_bridge
+
+    one = tmp_path / "one"
+    res1 = run_bridge(world / "base", "synthetic", world / "graph.npz", bridge_config("tiny", SETS), one,
+                      progress=False)
+    two = tmp_path / "two"
+    for name in ("ft-known", "ft-unknown"):                     # the fine-tuned checkpoints, cached
+        shutil.copytree(one / name, two / name)
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+        procs.append(subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(world / "base"), str(world / "graph.npz"),
+                                       str(two), *SETS], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    logs = [p.communicate(timeout=600)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    res2 = json.loads((two / "results.json").read_text())
+    assert res2["environment"]["world_size"] == 2
+    for key in ("counts", "accuracy", "gap"):
+        assert res2[key] == res1[key], key
+    slick = [json.loads((d / "slick.json").read_text())["entries"] for d in (one, two)]
+    assert slick[0] == slick[1] and len(next(iter(slick[0].values()))["chunks"]) >= 3        # rounds of 2
+    assert json.loads((one / "splits.json").read_text()) == json.loads((two / "splits.json").read_text())
+    for f in sorted((one / "edges").glob("*.json")):
+        a, b = (json.loads(p.read_text()) for p in (f, two / "edges" / f.name))
+        assert a["correct"] == b["correct"] and a["meta"]["predictions"] == b["meta"]["predictions"], f.name
