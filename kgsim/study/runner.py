@@ -27,7 +27,6 @@ from kgsim.core.config import ExperimentConfig, from_dict, replace, to_dict, to_
 from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import write_json, write_text
 from kgsim.core.names import COT, DIRECT_TWO_HOP, FT_MODELS, STAGES, TWO_HOP, TWO_HOP_HOPS, sim_bucket_names
-from kgsim.core.provenance import environment  # noqa: F401 - the run record's environment (kgsim.study.finish)
 from kgsim.study.measure import measure_seed
 from kgsim.study.results import seed_figures
 from kgsim.study.stages import finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
@@ -126,7 +125,6 @@ def two_hop_summary(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> dict:
     kgsim's hop edge set holds the first hops then the second hops, in query order (as
     :func:`kgsim.study.measure.measure_seed` measures them); another (the bridge's: each hop fact
     once) is read by fact id."""
-    two_hop = _typed(two_hop, edge_sets)
     out = {}
     n = two_hop.n
     if not two_hop.measured:
@@ -154,7 +152,6 @@ def keyed_edge_sets(edge_sets: list[EdgeSet]) -> dict:
 
 def check_seed(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> list:
     """The theory's statements (proofs.run.check_run) held against one seed's edge sets."""
-    two_hop = _typed(two_hop, edge_sets)
     keyed = keyed_edge_sets(edge_sets)
     evidence = None
     if two_hop.measured:
@@ -166,21 +163,6 @@ def check_seed(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> list:
 def checks_json(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> list[dict]:
     """:func:`check_seed` as JSON-ready dicts (``results.json``'s per-seed ``checks``)."""
     return [c.to_json() for c in check_seed(edge_sets, two_hop)]
-
-
-def _typed(two_hop, edge_sets: list[EdgeSet]) -> TwoHopQueries:
-    """`two_hop` as TwoHopQueries. An untyped dict (as kgsim.study.finish still reads edges.json)
-    lacks the query ids: they are the 2-hop CoT edge sets' test ids (kgsim: positions)."""
-    if isinstance(two_hop, TwoHopQueries):
-        return two_hop
-    if two_hop.get("query_ids") is None and two_hop.get("hop1") is not None:
-        cot = next((e for e in edge_sets if (e.split, e.prompt) == (TWO_HOP, COT)), None)
-        if cot is not None and cot.n == len(two_hop["hop1"]):
-            two_hop = {**two_hop, "query_ids": cot.test_ids}
-    return TwoHopQueries.from_json(two_hop)
-
-
-_two_hop_summary = two_hop_summary          # the name kgsim.study.finish still imports
 
 
 # --------------------------------------------------------------------------------------------
