@@ -1,11 +1,21 @@
-"""Shared test setup: offline, single-threaded torch, Hypothesis profiles."""
+"""Shared test setup: offline, single-threaded torch, Hypothesis profiles, the test tiers.
+
+Tiers (markers in pyproject.toml): ``slow`` marks full smoke runs and long trainings; the quick tier
+is ``python -m pytest -n 2 -m "not slow"``, and ``python -m pytest -n 2`` runs every tier. ``gpu``
+marks tests that need a CUDA device: they are skipped where torch sees none. Under pytest-xdist
+(``--dist loadgroup`` in pyproject's addopts) the slow tests of one module run on one worker, so the
+module-scoped fixture they share (a smoke run, a pretraining) is made once, not once per worker.
+"""
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile("ci", max_examples=200, deadline=None,
@@ -18,3 +28,23 @@ try:
     torch.set_num_threads(1)
 except ImportError:  # pragma: no cover
     pass
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not _cuda():
+        pytest.skip("marker gpu: needs a CUDA device, and torch sees none")
+
+
+@pytest.hookimpl(tryfirst=True)            # before xdist reads the groups (xdist/remote.py)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(Path(item.nodeid.split("::")[0]).stem))

@@ -41,6 +41,7 @@ def export(tmp_path_factory):
     return world, d / "world", base.model, base.dir / "hf"
 
 
+@pytest.mark.slow
 def test_token_prompts_are_kgsim_rows_and_matching_is_kgsims(export):
     world, wdir, _, hf = export
     kg, v = world.kg, world.corpus.vocab
@@ -75,6 +76,7 @@ def test_token_prompts_are_kgsim_rows_and_matching_is_kgsims(export):
         fmt.zero_shot([two[0]])
 
 
+@pytest.mark.slow
 def test_one_forward_answers_are_generates_first_token(export):
     """kgsim-token answers come from one forward pass (llm_bridge.generation.next_tokens): the same
     tokens as Hugging Face generation's first token; SliCK's greedy answers and samples in one call."""
@@ -92,6 +94,7 @@ def test_one_forward_answers_are_generates_first_token(export):
         fmt.generate_with_samples(model, tok, texts[:8], n_samples=1, temperature=0.5, seed=1, stream="s")[1]
 
 
+@pytest.mark.slow
 def test_agreement_kgsim_vs_bridge_on_the_same_facts(export):
     """The issue's criterion: within 1 point on every (facts, prompt); here identical, query by query."""
     world, wdir, gpt, hf = export
@@ -118,6 +121,7 @@ def test_agreement_kgsim_vs_bridge_on_the_same_facts(export):
         (table[("id", p)]["kgsim"], table[("id", p)]["bridge"]) for p in ("zero-shot", "2-shot")]
 
 
+@pytest.mark.slow
 def test_bridge_run_on_a_kgsim_export_end_to_end(export, tmp_path, capsys):
     """`kgsim bridge run ... --set data.format=kgsim-tokens`: SliCK, fine-tuning, evaluation on token
     prompts; every accuracy row carries kgsim's measurement of the same checkpoint; `kgsim check` runs."""
@@ -146,6 +150,7 @@ def test_bridge_run_on_a_kgsim_export_end_to_end(export, tmp_path, capsys):
     assert "largest difference: 0.00 points" in capsys.readouterr().out and (out / "agreement.json").is_file()
 
 
+@pytest.mark.slow
 def test_kgsim_tokens_bad_input(export, tmp_path):
     _, wdir, _, hf = export
     with pytest.raises(ConfigError, match=r"data.format = 'tokens': choose one of \['text', 'kgsim-tokens'\]"):

@@ -80,6 +80,7 @@ def _check_contracts(res: dict, out, cfg) -> None:
         assert 0 <= ft["con_train_acc"] <= 1
 
 
+@pytest.mark.slow
 def test_full_finetuning_end_to_end(base):
     cfg = bridge_config("tiny")
     out = base / "run-full"
@@ -102,6 +103,7 @@ def test_full_finetuning_end_to_end(base):
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
 
 
+@pytest.mark.slow
 def test_lora_end_to_end_in_stages(base):
     cfg = bridge_config("tiny", ["finetune.method=lora", "finetune.lr=1e-2", "finetune.lora_r=4"])
     out = base / "run-lora"

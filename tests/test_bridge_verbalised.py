@@ -68,6 +68,7 @@ def test_qa_form_only_for_the_given_qa_subjects():
         pretraining_documents(kg, vb, stream(0, "docs"), qa_subjects=qa[:-1])
 
 
+@pytest.mark.slow
 def test_export_loads_in_transformers_and_computes_kgsims_function(export):
     out, summary = export
     assert summary["pretrain"]["steps"] == 120 and summary["params"] > 0
@@ -88,6 +89,7 @@ def test_export_loads_in_transformers_and_computes_kgsims_function(export):
     assert (out / "pretraining.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_rerun_is_cached_and_another_config_is_refused(export, tmp_path):
     out, summary = export
     stamp = (out / "train").stat().st_mtime_ns, (out / "hf" / "model.safetensors").stat().st_mtime_ns
@@ -105,6 +107,7 @@ def test_rerun_is_cached_and_another_config_is_refused(export, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_a_prompt_beyond_the_learned_positions_is_a_clear_error(export):
     out, _ = export
     hf = load_model(out / "hf", dtype="float32", device="cpu")
@@ -121,6 +124,7 @@ def test_a_prompt_beyond_the_learned_positions_is_a_clear_error(export):
         sample(hf, tok, [long], n_samples=2, temperature=1.0, max_new_tokens=4)
 
 
+@pytest.mark.slow
 def test_shared_prefill_sampling_on_a_gpt2_export(export):
     """kgsim exports have learned positions: `sample` must give left-padded rows the positions
     generate gives them; near T = 0 its samples are generate's greedy answers."""
@@ -136,6 +140,7 @@ def test_shared_prefill_sampling_on_a_gpt2_export(export):
         [g for g in greedy for _ in range(2)]
 
 
+@pytest.mark.slow
 def test_bridge_runs_in_text_form_on_the_export(export, tmp_path):
     out, _ = export
     cfg = bridge_config("tiny", ["runtime.device=cpu", "runtime.dtype=float32"])
@@ -157,6 +162,7 @@ def test_cli_pretrain_bad_input_is_one_line(capsys, tmp_path):
     assert code == 2 and "--model is required" in err
 
 
+@pytest.mark.slow
 def test_eval_prompts_that_cannot_fit_stop_the_run_before_fine_tuning(export, tmp_path):
     out, _ = export
     cfg = bridge_config("tiny", ["runtime.device=cpu", "eval.max_new_tokens=190"])

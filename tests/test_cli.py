@@ -120,6 +120,7 @@ def test_config_error_names_key_and_value():
     assert "corpus.facts_per_doc = 0" in str(e.value)
 
 
+@pytest.mark.slow
 def test_pretrain_command_writes_checkpoint_export_plot_and_probe(capsys, tmp_path):
     """`kgsim pretrain` on the smoke preset: every promised file, an HF export that loads offline
     and gives kgsim's logits, and a second call that reuses the cached model."""

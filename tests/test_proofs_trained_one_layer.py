@@ -55,6 +55,7 @@ def _finite(x):
     return not isinstance(x, float) or math.isfinite(x)
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_figures(run):
     out, _ = run
     for name in ("trained_one_layer.png", "one_layer_sim.png", "one_layer_sim_synthetic.png"):
@@ -64,11 +65,13 @@ def test_cli_writes_json_and_figures(run):
     assert _finite(summary)
 
 
+@pytest.mark.slow
 def test_rerun_on_cached_training_reproduces_the_numbers(run):
     out, res = run
     assert json.loads(json.dumps(res.summary())) == json.loads((out / "trained_one_layer.json").read_text())
 
 
+@pytest.mark.slow
 def test_attention_rows_sum_to_one_and_masses_are_probabilities(run):
     _, res = run
     assert set(res.attention) == {"base", *RUNS, *(f"{n} at ES" for n in RUNS)}
@@ -84,6 +87,7 @@ def test_attention_rows_sum_to_one_and_masses_are_probabilities(run):
             assert 0 <= sh.edges_after <= sh.n and sh.edges_after - sh.edges_before == sh.edges_gained - sh.edges_lost
 
 
+@pytest.mark.slow
 def test_every_check_is_produced_and_reported(run):
     _, res = run
     keys = {k for n in RUNS for k in (n, f"{n} at ES", f"{n} vs synthetic")}
@@ -95,6 +99,7 @@ def test_every_check_is_produced_and_reported(run):
     assert all(res.checks[k].scope in text for k in keys)
 
 
+@pytest.mark.slow
 def test_ft_unknown_loses_test_edges(run):
     _, res = run
     unk, kn = res.trained["ft-unknown"].shift, res.trained["ft-known"].shift
@@ -102,6 +107,7 @@ def test_ft_unknown_loses_test_edges(run):
     assert unk.edges_after < kn.edges_after
 
 
+@pytest.mark.slow
 def test_measure_matches_kgsim_probe(run):
     from kgsim.core.config import ModelConfig
     from kgsim.nn.model import build_model
@@ -116,6 +122,7 @@ def test_measure_matches_kgsim_probe(run):
     assert attn.shape == (6, 2, 5) and (guess == answers(model, batch)).all()
 
 
+@pytest.mark.slow
 def test_figure_from_result(run, tmp_path):
     _, res = run
     path = write_comparison_figure(res, tmp_path / "cmp.png")

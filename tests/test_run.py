@@ -1,6 +1,13 @@
-"""`kgsim run` end to end on the smoke preset: outputs, golden numbers, kill-and-resume, bad input."""
+"""`kgsim run` end to end on the smoke preset: outputs, reproducibility, kill-and-resume, bad input.
+
+The numbers of a full run (bf16 training on CPU) are compared exactly only within one machine: two
+runs started together in this session, and a killed and resumed run, must give identical numbers
+and edge sets. Across machines they differ with the kernels oneDNN and ATen pick for the CPU's
+instruction set; what holds on any machine is in tests/test_regression.py.
+
+Every test here needs a finished smoke run (minutes of CPU): the module is in the ``slow`` tier.
+"""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +18,7 @@ import pytest
 
 from kgsim.cli import main
 
-GOLDEN = Path(__file__).parent / "golden" / "smoke_run.json"
+pytestmark = pytest.mark.slow            # (tests/conftest.py keeps a module's slow tests on one xdist worker)
 
 
 def numbers(res: dict) -> dict:
@@ -29,22 +36,68 @@ def numbers(res: dict) -> dict:
 
 
 def _kgsim(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "kgsim", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True} | kw
+    return subprocess.Popen([sys.executable, "-m", "kgsim", *args], **kw)
+
+
+def _flat(obj, path=""):
+    """(path, JSON text of the leaf) pairs, so NaN equals NaN and the first difference can be named."""
+    if isinstance(obj, dict):
+        for k in sorted(obj):
+            yield from _flat(obj[k], f"{path}/{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _flat(v, f"{path}[{i}]")
+    else:
+        yield path, json.dumps(obj)
+
+
+def assert_identical(what: str, a, b) -> None:
+    """Exact equality of two JSON-like objects; the message names the first differing entry."""
+    fa, fb = dict(_flat(a)), dict(_flat(b))
+    diff = [k for k in sorted(fa.keys() | fb.keys()) if fa.get(k) != fb.get(k)]
+    assert not diff, (f"{what}: {len(diff)} of {len(fa)} entries differ; first {diff[0]}: "
+                      f"{fa.get(diff[0], '(absent)')} vs {fb.get(diff[0], '(absent)')}")
+
+
+def run_numbers(out: Path) -> dict:
+    return numbers(json.loads((out / "results.json").read_text()))
+
+
+def run_edges(out: Path) -> dict:
+    """Every seed's edge sets (which test facts each model × prompt answers correctly)."""
+    return {d.name: json.loads((d / "edges.json").read_text()) for d in sorted(out.glob("seed-*"))}
+
+
+def cache_of(out: Path) -> Path:
+    return out.parent / f"cache-{out.name}"
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    t0 = time.perf_counter()
-    p = _kgsim("run", "--preset", "smoke", "--out", str(out))
-    _, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err
-    return out, time.perf_counter() - t0
+def smoke_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """Two smoke runs started together, each with its own cache, so each builds its world and
+    pretrains its base model from scratch."""
+    base = tmp_path_factory.mktemp("smoke")
+    outs = (base / "run", base / "again")
+    logs = [base / f"{o.name}.log" for o in outs]          # files, not pipes: neither run waits on a full pipe
+    procs = []
+    for o, log in zip(outs, logs):
+        with open(log, "w") as f:
+            procs.append(_kgsim("run", "--preset", "smoke", "--out", str(o), "--cache", str(cache_of(o)),
+                                stdout=f, stderr=subprocess.STDOUT))
+    for p, log in zip(procs, logs):
+        p.wait(timeout=900)
+        assert p.returncode == 0, log.read_text()[-4000:]
+    return outs
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_runs) -> Path:
+    return smoke_runs[0]
 
 
 def test_smoke_run_writes_everything(smoke_run):
-    out, seconds = smoke_run
+    out = smoke_run
     res = json.loads((out / "results.json").read_text())
     for key in ("config", "seeds", "environment", "per_seed", "aggregate", "observations"):
         assert key in res
@@ -64,18 +117,20 @@ def test_smoke_run_writes_everything(smoke_run):
     assert ("ft-known/es", "1-shot") in prompts and ("ft-unknown/con", "cot") in prompts
 
 
-def test_smoke_run_matches_golden_numbers(smoke_run):
-    out, _ = smoke_run
-    got = numbers(json.loads((out / "results.json").read_text()))
-    if os.environ.get("KGSIM_UPDATE_GOLDEN"):
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(json.dumps(got, indent=1, sort_keys=True))
-    assert got == json.loads(GOLDEN.read_text())
+def test_two_runs_give_identical_numbers_and_edge_sets(smoke_runs):
+    """Same machine, same command, two processes: bit-identical numbers and the same edge sets."""
+    a, b = smoke_runs
+    assert_identical("numbers of two smoke runs", run_numbers(a), run_numbers(b))
+    assert_identical("edge sets of two smoke runs", run_edges(a), run_edges(b))
 
 
-def test_killed_run_resumes_to_the_same_numbers(smoke_run, tmp_path):
+def test_killed_run_resumes_to_the_same_numbers(smoke_runs, tmp_path):
+    """Killed while fine-tuning and rerun: the numbers of the uninterrupted run. It reuses the world and
+    base model of the second run's cache (test_two_runs_give_identical_numbers_and_edge_sets has
+    shown that a run from scratch makes the same ones)."""
+    smoke_run, cache = smoke_runs[0], cache_of(smoke_runs[1])
     out = tmp_path / "run"
-    p = _kgsim("run", "--preset", "smoke", "--out", str(out), "--cache", str(tmp_path / "cache"))
+    p = _kgsim("run", "--preset", "smoke", "--out", str(out), "--cache", str(cache))
     marker = out / "seed-0" / "ft-known" / "ckpt" / "checkpoint.json"
     deadline = time.time() + 300
     while not marker.exists() and p.poll() is None and time.time() < deadline:
@@ -83,11 +138,13 @@ def test_killed_run_resumes_to_the_same_numbers(smoke_run, tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert not (out / "results.json").exists(), "the run finished before it could be killed"
-    p = _kgsim("run", "--preset", "smoke", "--out", str(out), "--cache", str(tmp_path / "cache"))
+    p = _kgsim("run", "--preset", "smoke", "--out", str(out), "--cache", str(cache))
     _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
-    resumed = numbers(json.loads((out / "results.json").read_text()))
-    assert resumed == numbers(json.loads((smoke_run[0] / "results.json").read_text()))
+    assert_identical("numbers of a killed and resumed run vs an uninterrupted one", run_numbers(out),
+                     run_numbers(smoke_run))
+    assert_identical("edge sets of a killed and resumed run vs an uninterrupted one", run_edges(out),
+                     run_edges(smoke_run))
 
 
 def _err(capsys, *argv):
@@ -96,7 +153,7 @@ def _err(capsys, *argv):
 
 
 def test_bad_input_exits_2_and_leaves_results_untouched(smoke_run, capsys, tmp_path):
-    out, _ = smoke_run
+    out = smoke_run
     before = (out / "results.json").read_bytes()
     code, err = _err(capsys, "run", "--preset", "nope", "--out", str(out))
     assert code == 2 and "preset = 'nope'" in err

@@ -15,6 +15,7 @@ from statsmodels.stats.proportion import proportion_confint  # noqa: E402
 from statsmodels.stats.weightstats import DescrStatsW  # noqa: E402
 
 
+@pytest.mark.slow
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=20))
 @settings(max_examples=200, deadline=None)
 def test_holm_equals_statsmodels(p):
