@@ -19,7 +19,9 @@ from kgsim.cli import main
 from kgsim.core.config import ConfigError, load_config
 from kgsim.core.io import InputFileError, check_out_dir, check_safetensors, read_json
 from kgsim.nn.model import build_model, load_model, save_weights
+from kgsim.study.finish import seed_edges
 from kgsim.world.graph import GraphFileError, load_entityquestions, load_tsv
+from llm_bridge.models import ModelDirError, check_model_dir
 
 EQ_FIXTURE = Path(__file__).parent / "fixtures" / "entityquestions"
 GOOD_TSV = b"a\tr\tb\nb\tr\tc\nc\ts\ta\n"
@@ -197,6 +199,20 @@ def test_bad_edges_json_is_one_line(capsys, tmp_path, case):
     assert_one_line(code, err, tmp_path / "seed-0" / "edges.json", message)
 
 
+@FUZZ
+@given(data=st.binary(max_size=200) | st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+    st.sampled_from(["edge_sets", "two_hop", "x"]), st.lists(st.dictionaries(st.sampled_from(
+        ["model", "prompt", "split", "test_ids", "correct"]), st.integers() | st.text(max_size=3)), max_size=2)
+    | st.dictionaries(st.sampled_from(["rows", "hop1"]), st.integers()))))
+def test_fuzz_edges_reader_only_raises_input_file_error(tmp_path_factory, data):
+    f = tmp_path_factory.mktemp("fuzz") / "edges.json"
+    f.write_bytes(data)
+    try:
+        seed_edges(f)
+    except InputFileError as e:
+        assert "\n" not in str(e) and str(f) in str(e)
+
+
 # --------------------------------------------------------------------------------------------
 # safetensors checkpoints
 # --------------------------------------------------------------------------------------------
@@ -300,6 +316,18 @@ def test_bad_model_folder_is_one_line(capsys, tmp_path, case):
                          EQ_FIXTURE, "--out", tmp_path / "o")
     assert_one_line(code, err, m, message)
     assert not (tmp_path / "o").exists()
+
+
+@FUZZ
+@given(config=st.binary(max_size=200) | st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+    st.sampled_from(["model_type", "x"]), st.sampled_from(["gpt2", "nope", 3, None]))))
+def test_fuzz_model_folder_check_only_raises_model_dir_error(tmp_path_factory, config):
+    m = tmp_path_factory.mktemp("model")
+    (m / "config.json").write_bytes(config)
+    try:
+        check_model_dir(m)
+    except ModelDirError as e:
+        assert "\n" not in str(e)
 
 
 # --------------------------------------------------------------------------------------------
