@@ -51,7 +51,7 @@ def _fail(key: str, value: Any, why: str) -> typing.NoReturn:
 class GraphConfig:
     """The synthetic (or loaded) knowledge graph and the exposure each fact gets in pretraining."""
 
-    generator: str = "zipf"            # registered name: uniform | zipf | preferential | community | tsv | entityquestions
+    generator: str = "zipf"            # uniform | zipf | preferential | community | tsv | entityquestions
     n_entities: int = 1000
     n_types: int = 4                   # entity types; relations map a domain type to a range type
     n_relations: int = 8
@@ -64,7 +64,7 @@ class GraphConfig:
     n_communities: int = 4             # for the community generator
     community_mixing: float = 0.05     # chance an object is drawn outside the subject's community
     tsv_path: str = ""                 # for generator = "tsv": head<TAB>relation<TAB>tail lines
-    data_path: str = ""                # for generator = "entityquestions": the dataset root (ROOT/train/P17.train.jsonl)
+    data_path: str = ""                # for generator = "entityquestions": the dataset folder (ROOT/train/...)
     relations: tuple[str, ...] = ()    # loaded graphs (tsv, entityquestions): keep only these relations (() = all)
     max_facts: int = 0                 # loaded graphs: keep at most this many facts, whole subjects at a time (0 = all)
 
@@ -134,8 +134,8 @@ class SplitConfig:
     test_size: int = 300               # per test split (ID, Near-ID, Open-World)
     known_min_exposure: int = 6        # ground-truth "known": shown at least this often
     n_demo_pool: int = 64              # per relation, facts reserved for few-shot demonstrations
-    min_demo_pool: int = 0             # relations with fewer demonstration facts stay out of FT and tests (0 = n_demo_pool, all must have it)
-    ft_relation_names: tuple[str, ...] = ()  # the fine-tuning relations by name (() = chosen; synthetic names: r0, r1, ...)
+    min_demo_pool: int = 0             # fewer demos: out of FT and tests (0 = n_demo_pool, all must have it)
+    ft_relation_names: tuple[str, ...] = ()  # fine-tuning relations by name (() = chosen; synthetic: r0, r1, ...)
 
     @property
     def demo_floor(self) -> int:

@@ -24,8 +24,8 @@ from typing import Any, Iterator
 import numpy as np
 
 __all__ = ["InputFileError", "OutputPathError", "write_json", "write_text", "write_npz", "atomic_dir",
-           "read_bytes", "read_text", "read_json", "check_out_dir", "check_out_file", "file_mode", "dir_mode", "copy_file",
-           "copy_tree", "decode_utf8", "check_safetensors"]
+           "read_bytes", "read_text", "read_json", "check_out_dir", "check_out_file", "file_mode", "dir_mode",
+           "copy_file", "copy_tree", "decode_utf8", "check_safetensors"]
 
 
 class InputFileError(ValueError):

@@ -166,7 +166,8 @@ def graph_from_triples(heads: Sequence[str], rels: Sequence[str], tails: Sequenc
 # TSV
 # --------------------------------------------------------------------------------------------
 
-def load_tsv(path: str | Path, cfg: GraphConfig | None = None, rng: np.random.Generator | None = None) -> KnowledgeGraph:
+def load_tsv(path: str | Path, cfg: GraphConfig | None = None,
+             rng: np.random.Generator | None = None) -> KnowledgeGraph:
     """Load `head<TAB>relation<TAB>tail` lines (UTF-8; blank lines skipped; names stripped of
     surrounding spaces). Several tails for one (head, relation) are allowed (a multi-answer query:
     any of them counts as correct).
