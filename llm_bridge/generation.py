@@ -74,6 +74,20 @@ def _has_stop_strings() -> bool:
 _STOP_STRINGS = _has_stop_strings()
 
 
+def _tokenizer_takes_stop_strings(tokenizer) -> bool:
+    """Whether ``stop_strings`` can be matched with this tokenizer: transformers' matcher encodes a
+    probe text, which a closed word-level vocabulary (kgsim's tokens, no ``[UNK]``) cannot do."""
+    cached = getattr(tokenizer, "_kgsim_takes_stop_strings", None)
+    if cached is None:
+        try:
+            tokenizer("abcdef", add_special_tokens=False)
+            cached = True
+        except Exception:  # noqa: BLE001 - the tokenizers backend raises a bare Exception
+            cached = False
+        tokenizer._kgsim_takes_stop_strings = cached
+    return cached
+
+
 class _StopAtNewline:
     """StoppingCriteria: a row is done once its generated text holds a newline (the fallback where
     ``generate`` takes no ``stop_strings``: it decodes every row's whole continuation at every step)."""
@@ -125,9 +139,12 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None else tokenizer.eos_token_id
+    # one new token needs no stop; else stop_strings where the tokenizer allows, the decoding stop if not
+    stop = "none" if max_new_tokens == 1 else (
+        "strings" if _STOP_STRINGS and _tokenizer_takes_stop_strings(tokenizer) else "decode")
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                                pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
-                               **({"stop_strings": ["\n"]} if _STOP_STRINGS else {}))
+                               **({"stop_strings": ["\n"]} if stop == "strings" else {}))
     generator = torch_generator(seed, stream, device=device.type) if temperature > 0 else None
     was_training = model.training
     model.eval()
@@ -138,12 +155,13 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True).to(device)
             width = enc["input_ids"].shape[1]                                  # [B, T] left-padded
             processors = LogitsProcessorList([_SeededSampler(temperature, generator)] if generator else [])
-            if _STOP_STRINGS:                                                  # matched token by token
+            if stop == "strings":                                              # matched token by token
                 seqs = model.generate(**enc, generation_config=gen_cfg, logits_processor=processors,
                                       tokenizer=tokenizer)
             else:                                                              # decodes every row each step
+                criteria = [_StopAtNewline(tokenizer, width)] if stop == "decode" else []
                 seqs = model.generate(**enc, generation_config=gen_cfg, logits_processor=processors,
-                                      stopping_criteria=StoppingCriteriaList([_StopAtNewline(tokenizer, width)]))
+                                      stopping_criteria=StoppingCriteriaList(criteria))
             texts = tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=skip_special_tokens)
             for i, t in zip(idx, texts):
                 out[i] = t.split("\n", 1)[0]

@@ -87,6 +87,9 @@ def test_one_forward_answers_are_generates_first_token(export):
     texts = fmt.few_shot(facts[:96], [facts[100:102]] * 96) + fmt.zero_shot(facts[:32])      # two lengths
     slow = [first_token(o) for o in generate(model, tok, texts, max_new_tokens=1, batch_size=16, skip_special_tokens=False)]
     assert fmt.generate(model, tok, texts, batch_size=16) == slow
+    # longer generations on a closed word-level vocabulary (no [UNK]: stop_strings cannot be matched)
+    longer = generate(model, tok, texts[:8], max_new_tokens=3, batch_size=4, skip_special_tokens=False)
+    assert [first_token(o) for o in longer] == slow[:8]
     greedy, samples = fmt.generate_with_samples(model, tok, texts, n_samples=3, temperature=0.5, seed=1, stream="s",
                                                 batch_size=16)
     assert greedy == slow and len(samples) == 3 * len(texts) and set(samples) <= set(fmt.tokens)
