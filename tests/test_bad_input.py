@@ -435,3 +435,16 @@ def test_another_commands_folder_is_refused(capsys, cwd):
     (cwd / "p" / "summary.json").write_bytes(b"\xff")                                # a broken pretraining
     code, _, err = kgsim(capsys, "pretrain", "--preset", "smoke", "--out", cwd / "p")
     assert_one_line(code, err, "summary.json", "not UTF-8")
+
+
+# --------------------------------------------------------------------------------------------
+# A Dask scheduler nobody answers at
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_unreachable_scheduler_is_one_line_and_no_run_folder(capsys, cwd):
+    """kgsim run --scheduler ADDRESS where nothing listens: one line naming the address, exit 2, and
+    no run folder (the world in the cache is a whole artefact a rerun reuses)."""
+    code = main(["run", "--preset", "smoke", "--scheduler", "tcp://127.0.0.1:9", "--out", "runs/x"])
+    assert_one_line(code, capsys.readouterr().err, "--scheduler = 'tcp://127.0.0.1:9'", "cannot connect")
+    assert not (cwd / "runs" / "x").exists()

@@ -154,6 +154,10 @@ def test_local_sweep_trains_the_shared_base_once(local_sweep):
     assert (mixed / "ft-known").is_symlink() and (mixed / "ft-mixed" / "con.safetensors").is_file()
     for cell in ("unknown_share-0", "unknown_share-0.5"):
         assert (out / "cells" / cell / "report.md").is_file()
+    report = (out / "cells" / "unknown_share-0.5" / "report.md").read_text()     # rho, n and ft-mixed shown
+    assert "n = 24 facts" in report and "ft-mixed has round(ρ·n) = 12 Unknown facts (ρ = 0.5)" in report
+    assert "| base | ft-mixed |" in report and "| base | ft-mixed |" not in (
+        out / "cells" / "unknown_share-0" / "report.md").read_text()
     table = load_results(out)
     assert {"cell", "finetune.unknown_share", "unknown_share", "ft_set_size"} <= set(table.columns)
     m = table[(table.model == "ft-mixed")]

@@ -10,6 +10,7 @@ from kgsim.study.finish import check_run_dir
 from kgsim.study.report import render
 from kgsim.study.runner import RunDirError
 from kgsim.study.stages import base_hash, pretrain_stage, probe_stage, world_stage
+from kgsim.study.tasks import EngineError
 from kgsim.world.plots import plot_pretraining
 from proofs.run import format_table
 
@@ -75,7 +76,9 @@ def _run_args(p):
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the preset's run.seeds)")
     p.add_argument("--out", type=Path, help="run directory (default runs/<preset>)")
     p.add_argument("--cache", help="artefact cache shared by every command (default: OUT/../.kgsim-cache)")
-    p.add_argument("--workers", type=int, help="parallel seed processes (default: run.workers)")
+    p.add_argument("--workers", type=int, help="local worker processes, one thread each (default: run.workers)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="send the task graph to this Dask scheduler (tcp://host:8786) instead of a local cluster")
 
 
 @command("run", "run the factuality-gap study end to end and write results.json, report.md, figures",
@@ -91,8 +94,8 @@ def _run(args) -> int:
     out, cache = output_dirs(args, cfg, "run")
     check_worlds(cfg, cache)                     # a bad input file or a too-small graph stops here
     try:
-        run_config(cfg, out, cache)
-    except RunDirError as e:
+        run_config(cfg, out, cache, scheduler=args.scheduler)
+    except (RunDirError, EngineError) as e:
         raise UserError(str(e)) from None
     report = out / "report.md"
     print(f"report: {report}")

@@ -4,7 +4,8 @@ Every package (kgsim, proofs, llm_bridge) spells these names from here, so a nam
 everywhere. An EdgeSet is identified by ``(model, stage, split, prompt)``:
 
 - **models**: the base model before fine-tuning (``base``, no stage) and the two fine-tuned models
-  ``ft-known`` and ``ft-unknown`` (science.md D2);
+  ``ft-known`` and ``ft-unknown`` (science.md D2), and ``ft-mixed`` where a fine-tuning set mixes
+  the two at a share of Unknown facts strictly between 0 and 1;
 - **stages**: Early Stop ``es`` and Convergence ``con``;
 - **splits**, in three families that never share a name:
 
@@ -37,6 +38,7 @@ BASE = "base"
 FT_KNOWN = "ft-known"
 FT_UNKNOWN = "ft-unknown"
 FT_MODELS = (FT_KNOWN, FT_UNKNOWN)
+FT_MIXED = "ft-mixed"                # fine-tuned on a set with 0 < finetune.unknown_share < 1
 MODELS = (BASE, *FT_MODELS)
 
 ES = "es"

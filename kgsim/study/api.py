@@ -16,10 +16,9 @@ from typing import Sequence
 import pandas as pd
 
 from kgsim.core.config import ExperimentConfig, from_dict, load_config
-from kgsim.core.names import FT_KNOWN, FT_UNKNOWN
+from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN
 from kgsim.study.runner import prepare_run_dir
-from kgsim.study.stages import FT_MIXED
-from kgsim.study.tasks import Cell, run_cells
+from kgsim.study.tasks import Cell, check_scheduler, run_cells
 
 __all__ = ["run", "run_config", "load_results", "tidy_rows", "TIDY_COLUMNS", "SWEEP_COLUMNS"]
 
@@ -56,6 +55,7 @@ def run_config(cfg: ExperimentConfig, out: Path, cache: Path | None = None, prog
     """Run every seed of a resolved config into `out` and write results.json and the report;
     returns `out`. A one-cell sweep on the task-graph engine (:func:`kgsim.study.tasks.run_cells`).
     Raises RuntimeError naming the seed and stage that failed (traceback in ``out/error.log``)."""
+    check_scheduler(scheduler)                            # before the run folder is written
     prepare_run_dir(cfg, out)
     g = run_cells([Cell("", cfg, out)], cache or out.parent / ".kgsim-cache", workers=cfg.run.workers,
                   scheduler=scheduler, show=progress)

@@ -36,9 +36,18 @@ from scipy import stats
 
 from kgsim.core.config import from_dict
 from kgsim.core.io import write_json, write_text
-from kgsim.core.names import CON, ES, FT_KNOWN, FT_UNKNOWN, STRUCTURAL_SPLITS, ZERO_SHOT, is_similarity_split, shots_of
+from kgsim.core.names import (
+    CON,
+    ES,
+    FT_KNOWN,
+    FT_MIXED,
+    FT_UNKNOWN,
+    STRUCTURAL_SPLITS,
+    ZERO_SHOT,
+    is_similarity_split,
+    shots_of,
+)
 from kgsim.study.api import set_composition, tidy_rows
-from kgsim.study.stages import FT_MIXED
 
 __all__ = ["fit_line", "fit_through_origin", "law_tables", "one_slope_test", "sources", "write_laws"]
 

@@ -15,6 +15,7 @@ from kgsim.core.names import (  # noqa: E402
     BASE,
     CATEGORIES,
     FT_KNOWN,
+    FT_MIXED,
     FT_MODELS,
     FT_UNKNOWN,
     ID,
@@ -225,12 +226,18 @@ def _base_section(res, agg) -> list[str]:
         L.append(f"| {bucket} | " + " | ".join(str(row[c]) for c in CATEGORIES) + " |")
     L += [""]
     ft = agg.get("finetune", {})
+    fc = res["config"]["finetune"]
+    n = fc.get("size") or res["config"]["splits"]["ft_size"]
+    rho = fc.get("unknown_share", 0.0)
+    mixed = f"; {FT_MIXED} has round(ρ·n) = {round(rho * n)} Unknown facts (ρ = {rho:g})" if FT_MIXED in ft else ""
     L += ["## Fine-tuning", "",
+          f"Every fine-tuning set holds n = {n} facts: {FT_KNOWN} none Unknown (ρ = 0), {FT_UNKNOWN} only Unknown "
+          f"(ρ = 1){mixed}.", "",
           "| set | Early Stop step | dev acc at ES | first step the training set was fitted |", "|---|---|---|---|"]
-    for which in FT_MODELS:
+    for which in [m for m in (FT_KNOWN, FT_MIXED, FT_UNKNOWN) if m in ft]:
         L.append(f"| {which} | {_f(_get(ft, which, 'es_step'), pct=False)} | {_f(_get(ft, which, 'es_dev_acc'))} | "
                  f"{_f(_get(ft, which, 'first_fitted_step'), pct=False)} |")
-    L += [f"Convergence is the step budget ({res['config']['finetune']['steps']} steps).", ""]
+    L += ["", f"Convergence is the step budget ({res['config']['finetune']['steps']} steps).", ""]
     return L
 
 
@@ -243,17 +250,19 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
     and the base model (each an interval dict of `agg`; prompts from ``res["config"]["prompts"]``)."""
     acc, gaps = agg.get("accuracy", {}), agg.get("gaps", {})
     prompts = [ZERO_SHOT, *(k_shot_name(k) for k in res["config"]["prompts"]["k_shots"])]
+    mixed = any(k.startswith(FT_MIXED + "/") for k in acc)           # 0 < finetune.unknown_share < 1
     L = ["## Accuracy and gaps", ""]
     for st in STAGES:
-        L += [f"### {STAGE_TITLES[st]}", "", "| split | prompt | FT-Known | FT-Unknown | Δ (points) | base |",
-              "|---|---|---|---|---|---|"]
+        L += [f"### {STAGE_TITLES[st]}", "", "| split | prompt | FT-Known | FT-Unknown | Δ (points) | base |"
+              + (" ft-mixed |" if mixed else ""), "|---|---|---|---|---|---|" + ("---|" if mixed else "")]
         for split in gaps.get(st, {}):
             if split in TWO_HOP_SPLITS:
                 continue
             for p in prompts:
                 L.append(f"| {split} | {p} | {_f(_get(acc, label(FT_KNOWN, st), split, p))} | "
                          f"{_f(_get(acc, label(FT_UNKNOWN, st), split, p))} | {_f(_get(gaps, st, split, p))} | "
-                         f"{_f(_get(acc, BASE, split, p))} |")
+                         f"{_f(_get(acc, BASE, split, p))} |"
+                         + (f" {_f(_get(acc, label(FT_MIXED, st), split, p))} |" if mixed else ""))
         L.append("")
     return L
 

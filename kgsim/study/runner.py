@@ -1,4 +1,4 @@
-"""`kgsim run`: the whole protocol over several seeds, in parallel processes, into one run directory.
+"""`kgsim run`'s run directory and one seed of the protocol (the task graph in kgsim.study.tasks runs them).
 
 Run directory::
 
@@ -15,9 +15,6 @@ by config hash, and are shared by every run that matches.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -167,79 +164,3 @@ def checks_json(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> list[dict]:
 
 # --------------------------------------------------------------------------------------------
 # Several seeds in parallel
-# --------------------------------------------------------------------------------------------
-
-_QUEUE = None
-
-
-def _init_worker(queue, threads: int) -> None:
-    global _QUEUE
-    _QUEUE = queue
-    try:                                                    # die with the parent (SIGKILL included)
-        import ctypes
-        import signal
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    import torch
-    torch.set_num_threads(threads)
-
-
-def _worker(args) -> dict:
-    cfg_dict, seed, run_dir, cache = args
-    cfg = from_dict(cfg_dict)
-
-    def progress(stage, done, total):
-        _QUEUE.put((seed, stage, done, total))
-    try:
-        return {"ok": run_seed(cfg, seed, Path(run_dir), Path(cache), progress)}
-    except Exception as e:  # noqa: BLE001 - reported by the parent as one line
-        import traceback
-        return {"error": f"seed {seed}: {type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-
-
-def run_seeds(cfg: ExperimentConfig, seeds: list[int], run_dir: Path, cache: Path, show: bool = True) -> list[dict]:
-    """Run `seeds` in up to ``cfg.run.workers`` processes (one torch thread each, so a seed's numbers
-    are the same whichever seeds run beside it), with a progress bar per seed. Raises RuntimeError
-    naming the seed if one fails."""
-    from tqdm import tqdm
-
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    workers = max(1, min(cfg.run.workers, len(seeds), os.cpu_count() or 1))
-    bars = {s: tqdm(total=1, desc=f"seed {s}: waiting", position=i, leave=True, disable=None if show else True,
-                    bar_format="{desc:<28}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}]")
-            for i, s in enumerate(seeds)}
-    # One torch thread per seed process, always: the numbers of a seed then do not depend on how many
-    # seeds run beside it (thread count changes float reduction order), and no core is oversubscribed.
-    jobs = [(to_dict(cfg), s, str(run_dir), str(cache)) for s in seeds]
-    current: dict[int, tuple[str, int]] = {}
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(queue, 1)) as pool:
-        pending = pool.map_async(_worker, jobs)
-        while True:
-            try:
-                while True:
-                    seed, stage, done, total = queue.get(timeout=0.2)
-                    bar = bars[seed]
-                    if current.get(seed) != (stage, total):
-                        current[seed] = (stage, total)
-                        if bar.disable and show:                 # not a terminal: one line per stage
-                            print(f"seed {seed}: {stage}", file=sys.stderr, flush=True)
-                        bar.set_description_str(f"seed {seed}: {stage}", refresh=False)
-                        bar.reset(total=total)
-                    bar.n = done
-                    bar.refresh()
-            except Exception:  # queue.Empty
-                pass
-            if pending.ready():
-                break
-        results = pending.get()
-        pool.close()
-        pool.join()
-    for b in bars.values():
-        b.close()
-    for r in results:
-        if "error" in r:
-            (run_dir / "error.log").write_text(r["traceback"])
-            raise RuntimeError(f"{r['error']} (traceback in {run_dir / 'error.log'})")
-    return [r["ok"] for r in results]

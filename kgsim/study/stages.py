@@ -24,7 +24,7 @@ from kgsim.core import rng as rngs
 from kgsim.core.config import ConfigError, ExperimentConfig
 from kgsim.core.io import write_json, write_npz
 from kgsim.core.known import FT_KNOWN_CATEGORIES, categories, category_counts
-from kgsim.core.names import FT_KNOWN, FT_UNKNOWN, UNKNOWN
+from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN, UNKNOWN
 from kgsim.nn.model import GPT, build_model, export_hf, load_model
 from kgsim.nn.probe import answers, correct_of, slick
 from kgsim.nn.train import TokenRows, TrainResult, train
@@ -187,7 +187,6 @@ def qa_rows(world: World, facts: np.ndarray) -> TokenRows:
     return TokenRows(tokens, mask)
 
 
-FT_MIXED = "ft-mixed"          # the model fine-tuned at 0 < finetune.unknown_share < 1 (to join kgsim.core.names)
 
 
 def ft_models(cfg: ExperimentConfig) -> list[tuple[str, str]]:

@@ -36,13 +36,12 @@ from kgsim.core.config import (
     tomllib,
 )
 from kgsim.core.io import write_json, write_text
-from kgsim.core.names import FT_KNOWN, FT_UNKNOWN, STAGES, ZERO_SHOT
+from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN, STAGES, ZERO_SHOT
 from kgsim.study.api import load_results
 from kgsim.study.laws import write_laws
 from kgsim.study.results import interval
 from kgsim.study.runner import RunDirError, prepare_run_dir
-from kgsim.study.stages import FT_MIXED
-from kgsim.study.tasks import Cell, GraphRun, run_cells
+from kgsim.study.tasks import Cell, GraphRun, check_scheduler, run_cells
 
 __all__ = ["SweepError", "SweepResult", "expand", "load_sweep", "parse_grid", "run_sweep"]
 
@@ -223,9 +222,11 @@ def run_sweep(cfg: ExperimentConfig, grid: dict[str, list], out: Path, cache: Pa
               laws: bool = True) -> SweepResult:
     """Run every cell of `grid` over ``cfg.run.seeds`` into `out` (see the module docstring) and
     write sweep.json, the tidy table and the laws. Raises SweepError/ConfigError on a bad grid and
-    RunDirError on a folder holding something else, before any work."""
+    RunDirError on a folder holding something else and EngineError on an unreachable scheduler,
+    before any work."""
     out = Path(out)
     cells = expand(cfg, grid)
+    check_scheduler(scheduler)
     prepare_sweep_dir(cfg, out)
     plan = [Cell(name, c, out / "cells" / name) for name, _, c in cells]
     for cell in plan:

@@ -45,7 +45,7 @@ from kgsim.study.runner import protocol_dict, run_seed
 from kgsim.study.stages import base_hash, finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
 from kgsim.world.build import world_hash, world_is_current
 
-__all__ = ["Cell", "EngineError", "GraphRun", "Task", "build_graph", "run_cells"]
+__all__ = ["Cell", "EngineError", "GraphRun", "Task", "build_graph", "check_scheduler", "run_cells"]
 
 PRIORITY = {"world": 50, "pretrain": 40, "probe": 30, "finetune": 20, "seed": 10, "finish": 0}
 
@@ -239,6 +239,15 @@ class GraphRun:
         """Task time over (wall time x workers): the share of core time the graph kept busy."""
         busy = sum(t.get("wall_s", 0.0) for t in self.tasks)
         return busy / max(self.wall_s * self.workers, 1e-9)
+
+
+def check_scheduler(scheduler: str | None) -> None:
+    """Connect to the Dask scheduler at `scheduler` and leave (nothing for None): called before a
+    run or sweep writes its folder, so an unreachable address leaves no output behind.
+    Raises EngineError naming the address."""
+    if scheduler:
+        client, _ = _client(1, scheduler)
+        client.close()
 
 
 def _client(workers: int, scheduler: str | None):
