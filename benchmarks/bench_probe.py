@@ -16,7 +16,7 @@ from kgsim.core.config import GraphConfig, ModelConfig
 from kgsim.core.io import OutputPathError, check_out_file, write_json
 from kgsim.core.rng import stream
 from kgsim.nn.model import build_model
-from kgsim.nn.probe import accessible_edges
+from kgsim.study.measure import accessible_edges
 from kgsim.world.corpus import Vocabulary
 from kgsim.world.graph import generate
 from kgsim.world.prompts import zero_shot

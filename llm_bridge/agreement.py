@@ -5,7 +5,7 @@ graph --out W``, or the world the pretraining cached) and measures, on the same 
 same demonstrations:
 
 - **kgsim** (the simulator): prompts built by :mod:`kgsim.world.prompts` as token rows, answered by
-  :func:`kgsim.nn.probe.answers` / :func:`kgsim.nn.probe.edges_from_batch` on a kgsim GPT (the one given,
+  :func:`kgsim.study.lm.answer_and_score` on a kgsim GPT as a :class:`kgsim.nn.probe.KgsimLM` (the one given,
   e.g. the pretrained model in memory or ``P/base.safetensors``; else :func:`kgsim.nn.model.from_hf` of
   the export), 2-hop queries as :func:`kgsim.study.measure.measure_seed` does;
 - **the bridge**: the same prompts as text (:class:`llm_bridge.kgsim_tokens.KgsimTokens`), the
@@ -33,7 +33,8 @@ from kgsim.core.config import ConfigError, load_config
 from kgsim.core.kg import KnowledgeGraph
 from kgsim.core.names import COT, DIRECT_TWO_HOP, ID, TWO_HOP, TWO_HOP_PROMPTS, ZERO_SHOT, k_shot_name, shots_of
 from kgsim.core.rng import stream
-from kgsim.nn.probe import answers, edges_from_batch
+from kgsim.nn.probe import KgsimLM, answers
+from kgsim.study.lm import answer_and_score
 from kgsim.world.prompts import (
     cot_first_hop,
     cot_second_hop,
@@ -107,8 +108,8 @@ def _kgsim_side(sim, fmt: KgsimTokens, prompt: str, ids: np.ndarray, d: np.ndarr
         return guess, guess == v.entity(rows[:, 4]), first.tokens
     s, r = kg.s[ids], kg.r[ids]
     batch = zero_shot(v, s, r) if prompt == ZERO_SHOT else k_shot(v, s, r, d, kg)
-    correct = edges_from_batch(sim, kg, v, ids, batch, bf16=bf16).correct
-    return answers(sim, batch, bf16=bf16), correct, batch.tokens
+    guess, correct = answer_and_score(KgsimLM(sim, kg, v, {"bf16": bf16}), batch, ids)
+    return guess, correct, batch.tokens
 
 
 def _demo_ids(fmt: KgsimTokens, splits, name: str, prompt: str, ids: np.ndarray, cot_shots: int,

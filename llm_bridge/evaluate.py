@@ -50,9 +50,10 @@ from kgsim.core.names import (
 )
 from kgsim.core.rng import stream
 from kgsim.core.selection import max_cosine
+from kgsim.study.lm import answer_and_score
 
 from .datasets import QAExample, by_relation
-from .generation import embed
+from .lm import HFLM
 from .matching import MATCH_MODES
 from .prompts import TEXT
 
@@ -163,14 +164,16 @@ def answer_prompts(model, tokenizer, texts: Sequence[str], examples: Sequence[QA
                    cfg: EvalConfig, fmt=TEXT, *, progress: bool = False,
                    desc: str = "evaluate") -> tuple[list[str], np.ndarray]:
     """(generations, bool [n] correct) of `texts` (built for `examples` under `prompt`): greedy,
-    batched; a CoT generation is scored on its final answer."""
-    kw = dict(batch_size=cfg.batch_size, progress=progress, desc=desc)
-    if prompt == COT:
-        outs = fmt.generate_cot(model, tokenizer, texts, examples, max_new_tokens=cfg.cot_max_new_tokens, **kw)
-        answers = [fmt.cot_answer(o) for o in outs]
-    else:
-        outs = answers = fmt.generate(model, tokenizer, texts, max_new_tokens=cfg.max_new_tokens, **kw)
-    return outs, np.array([fmt.correct(a, e, cfg.match) for a, e in zip(answers, examples)], bool)
+    batched, measured by kgsim's :func:`kgsim.study.lm.answer_and_score` on the model as an
+    :class:`~llm_bridge.lm.HFLM`; a CoT generation (two steps with kgsim tokens) is scored on its
+    final answer."""
+    lm = HFLM(model, tokenizer, fmt, match=cfg.match, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+              progress=progress, desc=desc)
+    if prompt != COT:
+        return answer_and_score(lm, texts, examples)
+    outs = fmt.generate_cot(model, tokenizer, texts, examples, max_new_tokens=cfg.cot_max_new_tokens,
+                            batch_size=cfg.batch_size, progress=progress, desc=desc)
+    return outs, lm.score([fmt.cot_answer(o) for o in outs], examples)
 
 
 def evaluate_prompt(model, tokenizer, examples: Sequence[QAExample], split: str, prompt: str,
@@ -268,8 +271,9 @@ def max_similarity(model, tokenizer, reference: Sequence[QAExample], candidates:
     :func:`kgsim.core.selection.max_cosine`)."""
     if not candidates or not reference:
         return np.zeros(len(candidates))
-    ref = embed(model, tokenizer, fmt.zero_shot(reference), batch_size, pooling=fmt.pooling)
-    return max_cosine(embed(model, tokenizer, fmt.zero_shot(candidates), batch_size, pooling=fmt.pooling), ref)
+    lm = HFLM(model, tokenizer, fmt, batch_size=batch_size)
+    ref = lm.hidden(fmt.zero_shot(reference))
+    return max_cosine(lm.hidden(fmt.zero_shot(candidates)), ref)
 
 
 __all__ = ["EvalConfig", "answer_prompts", "build_prompts", "draw_demos", "edge_filename", "edge_key", "evaluate_model",

@@ -56,8 +56,11 @@ import torch
 
 from kgsim.core.config import ConfigError
 from kgsim.core.rng import torch_generator, torch_seed
+from kgsim.study.lm import FitResult
+from kgsim.study.lm import accuracy as study_accuracy
 
 from .datasets import QAExample
+from .lm import HFLM
 from .matching import MATCH_MODES
 from .models import load_model, load_tokenizer, terminal_bars_only
 from .prompts import TEXT
@@ -173,12 +176,12 @@ class PadCollator:
 
 def accuracy(model, tokenizer, examples: Sequence[QAExample], *, match: str = "em", batch_size: int = 32,
              max_new_tokens: int = 16, fmt=TEXT) -> float:
-    """Share of examples answered correctly under the zero-shot prompt (of format `fmt`), greedy."""
+    """Share of examples answered correctly under the zero-shot prompt (of format `fmt`), greedy
+    (:func:`kgsim.study.lm.accuracy` on the model as an :class:`~llm_bridge.lm.HFLM`; 0.0 for none)."""
     if not examples:
         return 0.0
-    outs = fmt.generate(model, tokenizer, fmt.zero_shot(examples), max_new_tokens=max_new_tokens,
-                        batch_size=batch_size)
-    return sum(fmt.correct(o, e, match) for o, e in zip(outs, examples)) / len(examples)
+    lm = HFLM(model, tokenizer, fmt, match=match, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return study_accuracy(lm, fmt.zero_shot(examples), examples)
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,3 +415,24 @@ def finetune(model_dir: str | Path, train: Sequence[QAExample], dev: Sequence[QA
         (out / "finetune.json").write_text(json.dumps(summary, indent=1))
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+@dataclass(frozen=True)
+class HFFineTuner:
+    """The bridge's :class:`~kgsim.study.lm.FineTuner`: :func:`finetune` of the model in `model_dir`
+    (the transformers Trainer, full or LoRA as `cfg` says), examples in prompt format `fmt`."""
+
+    model_dir: str | Path
+    cfg: FinetuneConfig
+    seed: int = 0
+    dtype: str = "auto"
+    progress: bool = False
+    fmt: object = TEXT
+
+    def fit(self, train: Sequence[QAExample], dev: Sequence[QAExample], out: str | Path) -> FitResult:
+        """Fine-tune into `out` (``es/``, ``con/``, ``finetune.json``); the summary is
+        :func:`finetune`'s."""
+        summary = finetune(self.model_dir, train, dev, self.cfg, out, seed=self.seed, dtype=self.dtype,
+                           progress=self.progress, fmt=self.fmt)
+        return FitResult(Path(out) / "es", Path(out) / "con", summary["es_step"], summary["es_dev_acc"],
+                         summary["steps"], summary["history"], summary)

@@ -48,7 +48,8 @@ from kgsim.core.config import ConfigError
 from kgsim.core.kg import subject_mentions
 from kgsim.core.names import COT, DIRECT_TWO_HOP, TWO_HOP_PROMPTS, ZERO_SHOT, shots_of
 from kgsim.nn.model import from_hf
-from kgsim.nn.probe import answers, edges_from_batch
+from kgsim.nn.probe import KgsimLM, answers
+from kgsim.study.lm import correct as lm_correct
 from kgsim.world.corpus import Vocabulary
 from kgsim.world.prompts import PromptBatch, cot_first_hop, cot_second_hop, direct_two_hop, k_shot, zero_shot
 
@@ -309,7 +310,7 @@ class KgsimTokens:
         """bool [n]: kgsim's own verdict on each query under `prompt` (``"zero-shot"``, ``"{k}-shot"``,
         ``"direct-2hop"``, ``"cot"``) with demonstrations `demo_ids` (int [n, k]: fact ids, 2-hop:
         rows of ``kg.two_hop()``): the prompt batch of :mod:`kgsim.world.prompts` and the argmax of
-        :func:`kgsim.nn.probe.answers` (one-hop: :func:`kgsim.nn.probe.edges_from_batch`; 2-hop as
+        :func:`kgsim.nn.probe.answers` (one-hop: :func:`kgsim.study.lm.correct` on a :class:`KgsimLM`; 2-hop as
         :func:`kgsim.study.measure.measure_seed` does). `model` is a kgsim GPT (:func:`kgsim_model` of the
         bridge's model); `kw` goes to :func:`kgsim.nn.probe.last_logits` (e.g. ``bf16``).
 
@@ -328,7 +329,7 @@ class KgsimTokens:
         d = None if kind == ZERO_SHOT else np.asarray(demo_ids, np.int64).reshape(len(ids), -1)
         batch = self._batch_of_ids(kind, ids, d)
         if not two_hop:
-            return edges_from_batch(model, self.kg, v, ids, batch, **kw).correct
+            return lm_correct(KgsimLM(model, self.kg, v, kw), batch, ids)
         rows = self.rows[ids].reshape(-1, 5)
         if kind == COT:
             batch = cot_second_hop(v, batch, rows, answers(model, batch, **kw))

@@ -20,20 +20,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
-
-import numpy as np
 
 from kgsim.core.config import ConfigError
-from kgsim.core.known import categories
 from kgsim.core.known import category_counts as _counts
 from kgsim.core.names import UNKNOWN
 from kgsim.core.provenance import content_hash
 from kgsim.core.rng import stream
+from kgsim.study.lm import slick
 
 from .datasets import QAExample, by_relation
+from .lm import HFLM
 from .matching import MATCH_MODES
 from .prompts import TEXT
 
@@ -127,26 +126,17 @@ def _save_cache(path: Path | None, data: dict) -> None:
 
 def _probe_chunk(model, tokenizer, chunk: Sequence[QAExample], sets: dict, cfg: SliCKConfig, seed: int,
                  name: str, progress: bool, fmt=TEXT) -> list[SliCKResult]:
-    """Greedy and sampled answers of every (example, exemplar set) pair of one chunk."""
+    """SliCK on one chunk: its prompts under every exemplar set, through kgsim's one SliCK stage
+    (:func:`kgsim.study.lm.slick`) on the model as an :class:`~llm_bridge.lm.HFLM`."""
     S = cfg.n_exemplar_sets
-    queries = [e for e in chunk for _ in range(S)]
-    texts = fmt.few_shot(queries, [_shots(e, sets[e.relation][j], cfg.n_shots) for e in chunk for j in range(S)])
-    greedy, samples = fmt.generate_with_samples(
-        model, tokenizer, texts, n_samples=cfg.n_samples, temperature=cfg.temperature,
-        max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=seed, stream=f"slick-sample/{name}",
-        progress=progress, desc=f"SliCK {name}")
-    g_ok = np.array([fmt.correct(g, e, cfg.match) for g, e in zip(greedy, queries)]).reshape(len(chunk), S)
-    if cfg.n_samples:
-        owners = (e for e in chunk for _ in range(S * cfg.n_samples))
-        s_ok = np.array([fmt.correct(s, e, cfg.match)
-                         for s, e in zip(samples, owners)]).reshape(len(chunk), S * cfg.n_samples)
-        p_s = s_ok.mean(1)
-    else:
-        p_s = np.zeros(len(chunk))
-    p_g = g_ok.mean(1)
-    cat = categories(p_g, p_s)
-    return [SliCKResult(e.id, float(p_g[i]), float(p_s[i]), str(cat[i]), tuple(greedy[i * S:(i + 1) * S]))
-            for i, e in enumerate(chunk)]
+    prompt_sets = [fmt.few_shot(chunk, [_shots(e, sets[e.relation][j], cfg.n_shots) for e in chunk]) for j in range(S)]
+    lm = HFLM(model, tokenizer, fmt, match=cfg.match, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+              progress=progress, desc=f"SliCK {name}")
+    rates = slick(lm, prompt_sets, chunk, n_samples=cfg.n_samples, temperature=cfg.temperature, seed=seed,
+                  stream=f"slick-sample/{name}")
+    cat = rates.category
+    return [SliCKResult(e.id, float(rates.p_greedy[i]), float(rates.p_sample[i]), str(cat[i]),
+                        tuple(g[i] for g in rates.greedy)) for i, e in enumerate(chunk)]
 
 
 def _cache_key(examples, pool, cfg: SliCKConfig, seed: int, model_key: str, fmt=TEXT) -> str:

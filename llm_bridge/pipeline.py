@@ -103,7 +103,7 @@ from .config import PRESETS, BridgeConfig, DataConfig, RuntimeConfig, bridge_con
 from .data import BridgeError, Selection, balanced_sets, load_data, load_graph, prompt_format, select
 from .datasets import QAExample
 from .evaluate import edge_filename, evaluate_model, max_similarity, prompt_lengths, save_edgesets
-from .finetune import finetune, load_checkpoint
+from .finetune import HFFineTuner, load_checkpoint
 from .generation import ContextLengthError, model_device
 from .kgsim_tokens import kgsim_model
 from .known import cached_categories, categorise
@@ -412,8 +412,8 @@ def _finetune_cached(model_dir, train, dev, cfg: BridgeConfig, out: Path, key: s
         summary = json.loads(done.read_text())
         if summary.get("key") == key:
             return summary
-    summary = finetune(model_dir, train, dev, cfg.finetune, out, seed=cfg.seed, dtype=cfg.runtime.dtype,
-                       progress=progress, fmt=fmt)
+    tuner = HFFineTuner(model_dir, cfg.finetune, seed=cfg.seed, dtype=cfg.runtime.dtype, progress=progress, fmt=fmt)
+    summary = tuner.fit(train, dev, out).summary
     summary["key"] = key
     _write_json(done, summary, procs)
     procs.barrier()

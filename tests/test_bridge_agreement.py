@@ -16,7 +16,7 @@ import torch
 from kgsim.cli import main
 from kgsim.core.config import ConfigError, load_config
 from kgsim.core.rng import stream
-from kgsim.nn.probe import accessible_edges
+from kgsim.study.measure import accessible_edges
 from kgsim.study.stages import pretrain_stage
 from kgsim.world.build import build_world, save_world
 from kgsim.world.prompts import cot_first_hop, cot_second_hop, direct_two_hop, k_shot, zero_shot

@@ -1,30 +1,25 @@
-"""Probing: which facts a model answers under a prompt (EdgeSet), and SliCK categories.
+"""Probing kgsim's GPT: its answers to token prompts, and :class:`KgsimLM`, the model as the
+study's :class:`~kgsim.study.lm.LanguageModel`.
 
 All probing is batched: a prompt family gives equal-length token rows, so each pass is one dense
 forward over many queries, with the LM head applied at the last position only. The model's answer
 is the argmax over the whole vocabulary at that position (a non-entity token is a wrong answer);
 it is correct when :meth:`KnowledgeGraph.is_correct` accepts it (any true answer of (s, r)).
 
-SliCK (Gekhman et al. 2024): over ``n_exemplar_sets`` independent sets of ``n_shots``
-demonstrations, P_greedy is the share of sets whose greedy answer is correct and P_sample the
-share of ``n_samples`` temperature-``temperature`` samples per set that are. Categories:
-HighlyKnown (P_greedy = 1), MaybeKnown (0 < P_greedy < 1), WeaklyKnown (P_greedy = 0 < P_sample),
-Unknown (both 0): the one rule of :mod:`kgsim.core.known`, which llm_bridge also applies. Coarse
-Known = P_greedy > 0 or P_sample > 0.
+SliCK's probe (:meth:`KgsimLM.sample`, categorised by :func:`kgsim.study.lm.slick`): under each
+exemplar set, the greedy token and ``n_samples`` tokens drawn at ``temperature`` come from one
+forward pass's logits; :func:`exemplar_batches` builds the exemplar sets' prompts.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from kgsim.core.config import ProbeConfig
-from kgsim.core.edges import EdgeSet
 from kgsim.core.kg import KnowledgeGraph
-from kgsim.core.known import categories, category_counts
-from kgsim.core.names import UNKNOWN
-from kgsim.core.rng import stream, torch_generator
+from kgsim.core.rng import torch_generator
 from kgsim.world.corpus import Vocabulary
 from kgsim.world.prompts import PromptBatch, draw_demonstrations, k_shot, zero_shot
 
@@ -61,10 +56,16 @@ def last_logits(model, tokens: np.ndarray, **kw) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, 0)
 
 
-def answers(model, batch: PromptBatch, **kw) -> np.ndarray:
+def _tokens(prompts) -> np.ndarray:
+    """The token rows of a prompt batch (or of token rows int [n, T] themselves)."""
+    return prompts.tokens if isinstance(prompts, PromptBatch) else np.asarray(prompts, np.int64)
+
+
+def answers(model, batch: PromptBatch | np.ndarray, **kw) -> np.ndarray:
     """int64 [n]: the greedy answer token after each prompt row."""
-    out = np.zeros(batch.n, np.int64)
-    for sl, logits in iter_last_logits(model, batch.tokens, **kw):
+    tokens = _tokens(batch)
+    out = np.zeros(len(tokens), np.int64)
+    for sl, logits in iter_last_logits(model, tokens, **kw):
         out[sl] = logits.argmax(-1).cpu().numpy()
     return out
 
@@ -76,78 +77,73 @@ def correct_of(kg: KnowledgeGraph, vocab: Vocabulary, s: np.ndarray, r: np.ndarr
     return is_entity & kg.is_correct(s, r, np.where(is_entity, ent, 0))
 
 
-def edges_from_batch(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, batch: PromptBatch, *,
-                     model_name: str = "", stage: str = "", split: str = "", weights: np.ndarray | None = None,
-                     **kw) -> EdgeSet:
-    """E(θ, P) over test facts `facts` for a prompt batch built for exactly those facts; the EdgeSet
-    is named (`model_name`, `stage`, `split`, the batch's prompt)."""
-    facts = np.asarray(facts, np.int64)
-    guess = answers(model, batch, **kw)
-    ok = correct_of(kg, vocab, kg.s[facts], kg.r[facts], guess)
-    meta = {"induced": batch.induced.tolist()} if batch.induced.size and len(facts) <= 10_000 else {}
-    return EdgeSet(facts, ok, model=model_name, stage=stage, prompt=batch.name, split=split, weights=weights,
-                   meta=meta)
-
-
-def accessible_edges(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, k: int = 0, *,
-                     demos: dict[int, np.ndarray] | None = None, rng: np.random.Generator | None = None,
-                     model_name: str = "", stage: str = "", split: str = "", **kw) -> EdgeSet:
-    """E(θ, P) for the zero-shot question (k = 0) or a k-shot prompt whose demonstrations of the
-    same relation are drawn (per query, from `demos`, with `rng`); the demonstrations are kept as
-    the prompt's induced edge set."""
+def exemplar_batches(kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, demos: dict[int, np.ndarray],
+                     n_shots: int, n_sets: int, rng: np.random.Generator) -> Iterator[PromptBatch]:
+    """SliCK's prompts of `facts`: one batch per exemplar set, each an `n_shots`-shot prompt whose
+    demonstrations of the query's relation are drawn (from `demos`, with `rng`, never the query
+    itself), or the zero-shot question when `n_shots` = 0. Built one set at a time."""
     facts = np.asarray(facts, np.int64)
     s, r = kg.s[facts], kg.r[facts]
-    if k == 0:
-        batch = zero_shot(vocab, s, r)
-    else:
-        if demos is None or rng is None:
-            raise ValueError("a k-shot prompt needs `demos` and `rng`")
-        batch = k_shot(vocab, s, r, draw_demonstrations(r, k, demos, rng, exclude=facts), kg)
-    return edges_from_batch(model, kg, vocab, facts, batch, model_name=model_name, stage=stage, split=split, **kw)
-
-
-@dataclass(frozen=True)
-class SliCK:
-    facts: np.ndarray          # int64 [n]
-    p_greedy: np.ndarray       # float [n]
-    p_sample: np.ndarray       # float [n]
-
-    @property
-    def category(self) -> np.ndarray:
-        """object [n]: each fact's SliCK category (:func:`kgsim.core.known.categories`)."""
-        return categories(self.p_greedy, self.p_sample)
-
-    @property
-    def known(self) -> np.ndarray:
-        """Coarse Known: any exemplar set or sample answered correctly."""
-        return self.category != UNKNOWN
-
-    def counts(self) -> dict[str, int]:
-        return category_counts(self.category)
-
-
-def slick(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, demos: dict[int, np.ndarray],
-          cfg: ProbeConfig, seed: int, **kw) -> SliCK:
-    """SliCK categories of `facts` under the model (see the module docstring). Demonstrations and
-    samples come from the ``probe`` streams of `seed`."""
-
-    facts = np.asarray(facts, np.int64)
-    s, r = kg.s[facts], kg.r[facts]
-    rng = stream(seed, "probe/exemplars")
-    gen = torch_generator(seed, "probe/samples")
-    greedy = np.zeros(len(facts))
-    sampled = np.zeros(len(facts))
-    for _ in range(cfg.n_exemplar_sets):
-        if cfg.n_shots:
-            batch = k_shot(vocab, s, r, draw_demonstrations(r, cfg.n_shots, demos, rng, exclude=facts), kg)
+    for _ in range(n_sets):
+        if n_shots:
+            yield k_shot(vocab, s, r, draw_demonstrations(r, n_shots, demos, rng, exclude=facts), kg)
         else:
-            batch = zero_shot(vocab, s, r)
-        for sl, logits in iter_last_logits(model, batch.tokens, **kw):         # [b, V] per batch
-            greedy[sl] += correct_of(kg, vocab, s[sl], r[sl], logits.argmax(-1).cpu().numpy())
-            if cfg.n_samples:
-                probs = torch.softmax(logits / cfg.temperature, -1)
-                draws = torch.multinomial(probs.cpu(), cfg.n_samples, replacement=True, generator=gen).numpy()
-                for j in range(cfg.n_samples):                                  # draws [b, S]
-                    sampled[sl] += correct_of(kg, vocab, s[sl], r[sl], draws[:, j])
-    return SliCK(facts, greedy / cfg.n_exemplar_sets,
-                 sampled / max(cfg.n_exemplar_sets * cfg.n_samples, 1))
+            yield zero_shot(vocab, s, r)
+
+
+@dataclass
+class KgsimLM:
+    """A model over kgsim tokens (kgsim's GPT, or any causal LM reading the same token ids) as the
+    study's :class:`~kgsim.study.lm.LanguageModel`: prompts are :class:`PromptBatch` es (or token
+    rows int [n, T]), answers token ids int64 [n], gold answers fact ids of `kg` (an answer is right
+    when it names a true answer of the fact's (s, r), :func:`correct_of`). `kw` goes to
+    :func:`iter_last_logits` (``tokens_per_batch``, ``bf16``)."""
+
+    model: torch.nn.Module
+    kg: KnowledgeGraph
+    vocab: Vocabulary
+    kw: dict = field(default_factory=dict)
+
+    def answer(self, prompts) -> np.ndarray:
+        """int64 [n]: the greedy token after each prompt row (:func:`answers`)."""
+        return answers(self.model, prompts, **self.kw)
+
+    def score(self, answers: np.ndarray, gold: np.ndarray) -> np.ndarray:
+        """bool [n]: token answers[i] names a true answer of fact gold[i]'s (s, r)."""
+        gold = np.asarray(gold, np.int64)
+        return correct_of(self.kg, self.vocab, self.kg.s[gold], self.kg.r[gold], np.asarray(answers))
+
+    def sample(self, prompt_sets: Iterable, n_samples: int, temperature: float, seed: int,
+               stream: str) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """Per prompt set, from one forward pass per batch: the greedy tokens int64 [n] and
+        `n_samples` columns of tokens drawn at `temperature` from the same logits, with one
+        generator (``torch_generator(seed, stream)``) for all sets, in order."""
+        gen = torch_generator(seed, stream)
+        for prompts in prompt_sets:
+            tokens = _tokens(prompts)
+            greedy = np.zeros(len(tokens), np.int64)
+            draws = np.zeros((len(tokens), n_samples), np.int64)
+            for sl, logits in iter_last_logits(self.model, tokens, **self.kw):          # [b, V] per batch
+                greedy[sl] = logits.argmax(-1).cpu().numpy()
+                if n_samples:
+                    probs = torch.softmax(logits / temperature, -1)
+                    draws[sl] = torch.multinomial(probs.cpu(), n_samples, replacement=True, generator=gen).numpy()
+            yield greedy, [draws[:, j] for j in range(n_samples)]
+
+    @torch.no_grad()
+    def hidden(self, prompts, rows: int = 8192) -> np.ndarray:
+        """float32 [n, C]: the last hidden layer (after the final norm) at each prompt's last token."""
+        toks = torch.as_tensor(_tokens(prompts))
+        self.model.eval()
+        parts = []
+        for i in range(0, len(toks), rows):
+            idx = toks[i:i + rows].to(_device(self.model))
+            if hasattr(self.model, "hidden"):
+                h = self.model.hidden(idx)[0][:, -1]
+            else:
+                h = self.model(input_ids=idx, output_hidden_states=True).hidden_states[-1][:, -1]
+            parts.append(h.float().cpu())
+        return torch.cat(parts).numpy() if parts else np.zeros((0, 0), np.float32)
+
+
+__all__ = ["KgsimLM", "answers", "correct_of", "exemplar_batches", "iter_last_logits", "last_logits"]

@@ -17,6 +17,7 @@ import torch
 from kgsim.core import rng as rngs
 from kgsim.core.config import ExperimentConfig
 from kgsim.core.edges import EdgeSet, TwoHopQueries
+from kgsim.core.kg import KnowledgeGraph
 from kgsim.core.names import (
     BASE,
     COT,
@@ -31,9 +32,12 @@ from kgsim.core.names import (
 )
 from kgsim.core.selection import similarity_buckets as quantile_buckets
 from kgsim.nn.model import GPT, load_model
-from kgsim.nn.probe import answers, edges_from_batch
+from kgsim.nn.probe import KgsimLM, answers
+from kgsim.study.lm import answer_and_score
 from kgsim.world.build import World
+from kgsim.world.corpus import Vocabulary
 from kgsim.world.prompts import (
+    PromptBatch,
     cot_first_hop,
     cot_second_hop,
     direct_two_hop,
@@ -45,14 +49,43 @@ from kgsim.world.prompts import (
 from kgsim.world.splits import Splits
 
 
-@torch.no_grad()
+def edges_from_batch(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, batch: PromptBatch, *,
+                     model_name: str = "", stage: str = "", split: str = "", weights: np.ndarray | None = None,
+                     **kw) -> EdgeSet:
+    """E(θ, P) over test facts `facts` for a prompt batch built for exactly those facts (measured by
+    :func:`kgsim.study.lm.answer_and_score`, the bridge's measurement too, through :class:`KgsimLM`);
+    the EdgeSet is named (`model_name`, `stage`, `split`, the batch's prompt). `kw` goes to
+    :func:`kgsim.nn.probe.iter_last_logits`."""
+    facts = np.asarray(facts, np.int64)
+    _, ok = answer_and_score(KgsimLM(model, kg, vocab, kw), batch, facts)
+    meta = {"induced": batch.induced.tolist()} if batch.induced.size and len(facts) <= 10_000 else {}
+    return EdgeSet(facts, ok, model=model_name, stage=stage, prompt=batch.name, split=split, weights=weights,
+                   meta=meta)
+
+
+def accessible_edges(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, k: int = 0, *,
+                     demos: dict[int, np.ndarray] | None = None, rng: np.random.Generator | None = None,
+                     model_name: str = "", stage: str = "", split: str = "", **kw) -> EdgeSet:
+    """E(θ, P) for the zero-shot question (k = 0) or a k-shot prompt whose demonstrations of the
+    same relation are drawn (per query, from `demos`, with `rng`); the demonstrations are kept as
+    the prompt's induced edge set."""
+    facts = np.asarray(facts, np.int64)
+    s, r = kg.s[facts], kg.r[facts]
+    if k == 0:
+        batch = zero_shot(vocab, s, r)
+    else:
+        if demos is None or rng is None:
+            raise ValueError("a k-shot prompt needs `demos` and `rng`")
+        batch = k_shot(vocab, s, r, draw_demonstrations(r, k, demos, rng, exclude=facts), kg)
+    return edges_from_batch(model, kg, vocab, facts, batch, model_name=model_name, stage=stage, split=split, **kw)
+
+
 def query_repr(model: GPT, world: World, facts: np.ndarray) -> torch.Tensor:
-    """float32 [n, C]: the model's last hidden state of each fact's zero-shot question, unit norm."""
+    """float32 [n, C]: the model's last hidden state of each fact's zero-shot question
+    (:meth:`KgsimLM.hidden`), unit norm."""
     kg, v = world.kg, world.corpus.vocab
-    toks = torch.as_tensor(zero_shot(v, kg.s[facts], kg.r[facts]).tokens)
-    model.eval()
-    h = torch.cat([model.hidden(toks[i:i + 8192])[0][:, -1].float() for i in range(0, len(toks), 8192)])
-    return torch.nn.functional.normalize(h, dim=-1)
+    h = KgsimLM(model, kg, v).hidden(zero_shot(v, kg.s[facts], kg.r[facts]))
+    return torch.nn.functional.normalize(torch.from_numpy(h), dim=-1)
 
 
 def similarity_buckets(base: GPT, world: World, splits: Splits, n_buckets: int) -> tuple[dict, np.ndarray]:

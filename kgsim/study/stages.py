@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +26,9 @@ from kgsim.core.io import write_json, write_npz
 from kgsim.core.known import FT_KNOWN_CATEGORIES, categories, category_counts
 from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN, UNKNOWN
 from kgsim.nn.model import GPT, build_model, export_hf, load_model
-from kgsim.nn.probe import answers, correct_of, slick
+from kgsim.nn.probe import KgsimLM, exemplar_batches
 from kgsim.nn.train import TokenRows, TrainResult, train
+from kgsim.study.lm import FitResult, accuracy, correct, slick
 from kgsim.study.memorisation import EXPOSURE_BUCKETS, exposure_label, memorisation_table
 from kgsim.world.build import World, build_world, load_world, save_world, world_hash, world_is_current
 from kgsim.world.corpus import PAD
@@ -88,8 +89,8 @@ def pretrain_stage(cfg: ExperimentConfig, world: World, cache: Path, progress: P
 
     def evaluate(m, step):
         progress("pretrain", step, cfg.pretrain.steps)
-        return {"statement_acc": float(correct_of(kg, vocab, kg.s[sample], kg.r[sample], answers(m, st)).mean()),
-                "qa_extraction_id": float(correct_of(kg, vocab, kg.s[qa_ids], kg.r[qa_ids], answers(m, qa)).mean())}
+        lm = KgsimLM(m, kg, vocab)
+        return {"statement_acc": accuracy(lm, st, sample), "qa_extraction_id": accuracy(lm, qa, qa_ids)}
 
     result = train(model, rows, cfg.pretrain, d / "train", seed=cfg.seed, name="pretrain", evaluate=evaluate,
                    progress=bar)
@@ -109,8 +110,9 @@ def memorisation(model, world: World) -> dict:
     """Statement-form accuracy of every fact, by exposure bucket (the memorisation curve), and
     zero-shot QA accuracy on statement-only subjects (extraction)."""
     kg, vocab = world.kg, world.corpus.vocab
-    ok_st = correct_of(kg, vocab, kg.s, kg.r, answers(model, statement(vocab, kg.s, kg.r)))   # any true answer
-    ok_qa = correct_of(kg, vocab, kg.s, kg.r, answers(model, zero_shot(vocab, kg.s, kg.r)))
+    lm, facts = KgsimLM(model, kg, vocab), np.arange(kg.n_facts)
+    ok_st = correct(lm, statement(vocab, kg.s, kg.r), facts)           # any true answer
+    ok_qa = correct(lm, zero_shot(vocab, kg.s, kg.r), facts)
     plain = ~world.qa_subjects[kg.s]
     t = memorisation_table(kg.exposure, ok_st, ok_qa, plain)          # the rule the bridge also uses
     return {"buckets": t["buckets"],
@@ -140,7 +142,11 @@ def probe_stage(cfg: ExperimentConfig, world: World, base: Base, progress: Progr
     mem = memorisation(base.model, world)
     # SliCK on every fact of a statement-only subject (the candidates for FT, dev and test sets)
     cand = probe_candidates(kg, world.splits)          # one fact per query, relations with demonstrations
-    sk = slick(base.model, kg, world.corpus.vocab, cand, world.splits.demos, cfg.probe, seed=cfg.seed)
+    p = cfg.probe                                      # the one SliCK stage (kgsim.study.lm.slick), as the bridge's
+    sets = exemplar_batches(kg, world.corpus.vocab, cand, world.splits.demos, p.n_shots, p.n_exemplar_sets,
+                            rngs.stream(cfg.seed, "probe/exemplars"))
+    sk = slick(KgsimLM(base.model, kg, world.corpus.vocab), sets, cand, n_samples=p.n_samples,
+               temperature=p.temperature, seed=cfg.seed, stream="probe/samples")
     cat = sk.category
     table = {}
     for lo, hi in EXPOSURE_BUCKETS:
@@ -231,45 +237,65 @@ def ft_sets(cfg: ExperimentConfig, world: World, splits: Splits) -> dict[str, np
             "mixed": np.sort(np.concatenate([order_unk[:k_unk], order_kn[:n - k_unk]]))}
 
 
+@dataclass
+class KgsimFineTuner:
+    """kgsim's :class:`~kgsim.study.lm.FineTuner`: its own training loop (:func:`kgsim.nn.train.train`)
+    from the base model's Convergence weights on ``<bos> <q> s Q <a> a`` rows (:func:`qa_rows`), the
+    loss on the answer. Evaluates every ``finetune.eval_every`` steps: dev accuracy (the Early Stop
+    criterion, among fine-tuned steps only), the accuracy on the training set and on each of
+    `probes` ({metric name: fact ids}; with `parts`, {name: pool}, also on the training set's facts in
+    each pool, ``train_{name}_acc``, where there are any). Convergence is the step budget."""
+
+    cfg: ExperimentConfig
+    world: World
+    base: Path                                   # the base model's weights (safetensors)
+    name: str                                    # the run's name: "finetune-{which}"
+    probes: dict[str, np.ndarray] = field(default_factory=dict)
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
+    progress: Progress = _quiet
+    bar: bool = False
+
+    def fit(self, train_facts: np.ndarray, dev: np.ndarray, out: Path) -> FitResult:
+        cfg, kg, vocab, label = self.cfg, self.world.kg, self.world.corpus.vocab, self.name.replace("finetune", "ft")
+        probes = {"dev_acc": dev, **self.probes, "train_acc": train_facts}
+        if self.parts:                           # the fitting curves of the set's own parts
+            probes |= {f"train_{k}_acc": np.intersect1d(train_facts, pool) for k, pool in self.parts.items()}
+            probes = {k: v for k, v in probes.items() if len(v)}
+        batches = {k: (zero_shot(vocab, kg.s[v], kg.r[v]), v) for k, v in probes.items()}
+
+        def evaluate(m, step):
+            self.progress(label, step, cfg.finetune.steps)
+            lm = KgsimLM(m, kg, vocab)
+            row = {k: accuracy(lm, b, f) for k, (b, f) in batches.items()}
+            # Early Stop chooses among fine-tuned checkpoints only (step 0 is the base model itself)
+            return row | {"es_dev_acc": row["dev_acc"] if step > 0 else float("nan")}
+
+        result = train(load_model(self.base), qa_rows(self.world, train_facts), cfg.finetune.train, out, seed=cfg.seed,
+                       name=self.name, evaluate=evaluate, select_metric="es_dev_acc", progress=self.bar)
+        curve = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+        curve = [row for row in curve if "dev_acc" in row]
+        fitted = next((row["step"] for row in curve if row["train_acc"] >= 1.0), None)
+        self.progress(label, cfg.finetune.steps, cfg.finetune.steps)
+        return FitResult(result.es_path, result.con_path, result.es_step, result.es_metric, result.final_step, curve,
+                         {"first_fitted_step": fitted})
+
+
 def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Splits, which: str, out: Path,
                    progress: Progress = _quiet, bar: bool = False) -> dict:
     """Fine-tune a copy of the base model on one of :func:`ft_sets` (`which` = "known", "unknown" or
-    "mixed"), into ``out/ft-{which}``.
-
-    Evaluates every ``finetune.eval_every`` steps: dev accuracy (the Early Stop criterion), the
-    accuracy on (a sample of) each fine-tuning set (the fitting curves) and on the ID test set.
-    Convergence is the step budget ``finetune.steps``; the first step at which the training set was
-    fitted is recorded."""
-    kg, vocab = world.kg, world.corpus.vocab
-    sets = ft_sets(cfg, world, splits)
-    facts = sets[which]
-    model = load_model(base.dir / "train" / "con.safetensors")
+    "mixed"), into ``out/ft-{which}``, with :class:`KgsimFineTuner`: Early Stop on the dev set;
+    fitting curves on a sample of each fine-tuning pool, the ID test set and (for "mixed") the
+    set's Known and Unknown parts. The first step at which the training set was fitted is recorded."""
+    facts = ft_sets(cfg, world, splits)[which]
     sample_rng = rngs.stream(cfg.seed, "finetune/eval-sample")
     k_eval = min(cfg.run.ft_eval_facts, len(splits.ft_known))
-    probes = {"dev_acc": splits.dev, "id_acc": splits.test["id"],
+    probes = {"id_acc": splits.test["id"],
               "ft_known_acc": np.sort(sample_rng.choice(splits.ft_known, k_eval, replace=False)),
-              "ft_unknown_acc": np.sort(sample_rng.choice(splits.ft_unknown, k_eval, replace=False)),
-              "train_acc": facts}
-    if which == "mixed":                         # the fitting curves of the set's own two parts
-        probes |= {"train_known_acc": np.intersect1d(facts, splits.ft_known),
-                   "train_unknown_acc": np.intersect1d(facts, splits.ft_unknown)}
-        probes = {k: v for k, v in probes.items() if len(v)}
-    batches = {k: (zero_shot(vocab, kg.s[v], kg.r[v]), v) for k, v in probes.items()}
-
-    def evaluate(m, step):
-        progress(f"ft-{which}", step, cfg.finetune.steps)
-        row = {k: float(correct_of(kg, vocab, kg.s[f], kg.r[f], answers(m, b)).mean()) for k, (b, f) in batches.items()}
-        # Early Stop chooses among fine-tuned checkpoints only (step 0 is the base model itself)
-        return row | {"es_dev_acc": row["dev_acc"] if step > 0 else float("nan")}
-
-    name = f"finetune-{which}"
-    result = train(model, qa_rows(world, facts), cfg.finetune.train, out / f"ft-{which}", seed=cfg.seed, name=name,
-                   evaluate=evaluate, select_metric="es_dev_acc", progress=bar)
-    curve = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
-    curve = [row for row in curve if "dev_acc" in row]
-    fitted = next((row["step"] for row in curve if row["train_acc"] >= 1.0), None)
-    progress(f"ft-{which}", cfg.finetune.steps, cfg.finetune.steps)
-    return {"es_step": result.es_step, "es_dev_acc": result.es_metric, "final_step": result.final_step,
-            "first_fitted_step": fitted, "curve": curve, "es_path": str(result.es_path),
-            "con_path": str(result.con_path)}
-
+              "ft_unknown_acc": np.sort(sample_rng.choice(splits.ft_unknown, k_eval, replace=False))}
+    parts = {"known": splits.ft_known, "unknown": splits.ft_unknown} if which == "mixed" else {}
+    tuner = KgsimFineTuner(cfg, world, base.dir / "train" / "con.safetensors", f"finetune-{which}", probes, parts,
+                           progress, bar)
+    res = tuner.fit(facts, splits.dev, out / f"ft-{which}")
+    return {"es_step": res.es_step, "es_dev_acc": res.es_dev_acc, "final_step": res.final_step,
+            "first_fitted_step": res.summary["first_fitted_step"], "curve": res.history, "es_path": str(res.es),
+            "con_path": str(res.con)}
