@@ -10,8 +10,9 @@ Two kinds of stored values, both in ``tests/golden/``:
 - ``fp32_training.json``: the loss curve of a short float32 training run on one thread, compared
   within a tolerance measured across CPU kernels (see :func:`test_fp32_training_loss_curve`).
 
-Floats of a full bf16 run are not stored here: they depend on the kernels oneDNN and ATen pick for
-the CPU's instruction set (tests/test_run.py compares full runs only within one machine).
+Floats of a full run are not stored here: over hundreds of steps they drift with the kernels oneDNN
+and ATen pick for the CPU's instruction set, and a drift of one ulp can flip a discrete outcome (an
+answer, an Early Stop step); tests/test_run.py compares full runs only within one machine.
 
 After an intended change, regenerate and review the diff::
 

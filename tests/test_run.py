@@ -1,6 +1,6 @@
 """`kgsim run` end to end on the smoke preset: outputs, reproducibility, kill-and-resume, bad input.
 
-The numbers of a full run (bf16 training on CPU) are compared exactly only within one machine: two
+The numbers of a full run (CPU training) are compared exactly only within one machine: two
 runs started together in this session, and a killed and resumed run, must give identical numbers
 and edge sets. Across machines they differ with the kernels oneDNN and ATen pick for the CPU's
 instruction set; what holds on any machine is in tests/test_regression.py.
