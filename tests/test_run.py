@@ -117,6 +117,30 @@ def test_smoke_run_writes_everything(smoke_run):
     assert ("ft-known/es", "1-shot") in prompts and ("ft-unknown/con", "cot") in prompts
 
 
+def test_smoke_run_classifies_errors(smoke_run):
+    """Issue 12's error classes on the finished smoke run: the table in report.md, the figure, and per
+    kept edge set counts that partition its n - |E| wrong answers (base: against each FT set)."""
+    out = smoke_run
+    res = json.loads((out / "results.json").read_text())
+    report = (out / "report.md").read_text()
+    assert "## Errors by class" in report and "| ft-unknown/con | open-world |" in report
+    assert (out / "figures" / "error_classes.png").stat().st_size > 1000
+    counts = res["per_seed"][0]["error_classes"]
+    edges = json.loads((out / "seed-0" / "edges.json").read_text())["edge_sets"]
+    kept = [e for e in edges if "answers" in e]
+    assert {e["split"] for e in kept} >= {"id", "near-id", "open-world"} and all(len(e["answers"]) == e["n"]
+                                                                                for e in kept)
+    for e in kept:
+        labels = [f"{e['model']}/{e['stage']}"] if e["model"] != "base" else ["base@ft-known", "base@ft-unknown"]
+        for lab in labels:
+            c = counts[lab][e["split"]][e["prompt"]]
+            assert c["n"] == e["n"] and c["errors"] == e["n"] - e["size"]
+            assert c["from-ft-set"] + c["right-type"] + c["other"] == c["errors"], (lab, e["split"], e["prompt"])
+    shares = res["aggregate"]["error_classes"]["ft-unknown/con"]["id"]["zero-shot"]
+    if shares["errors"]["mean"] > 0:
+        assert abs(sum(shares[k]["mean"] for k in ("from-ft-set", "right-type", "other")) - 1) < 1e-9
+
+
 def test_two_runs_give_identical_numbers_and_edge_sets(smoke_runs):
     """Same machine, same command, two processes: bit-identical numbers and the same edge sets."""
     a, b = smoke_runs

@@ -3,6 +3,10 @@ and TwoHopQueries: the composed queries a run measured, with their hop facts.
 
 An EdgeSet is a boolean mask over a test set T (N facts, identified by their global fact ids), plus
 what it was measured on: ``(model, stage, split, prompt)`` in the names of :mod:`kgsim.core.names`.
+Where the answers are entities of the graph (kgsim's one-hop measurements) it also keeps the greedy
+answer to each fact as an entity id (-1: the answer names no entity), so wrong answers can be
+classified (:mod:`kgsim.core.error_classes`); ``answers`` is None where they are not kept (text
+answers, the 2-hop queries, ``edges.json`` files written before).
 Set algebra between EdgeSets requires the same T. kgsim's probe and llm_bridge's evaluation both
 produce EdgeSets; ``proofs`` and the report only consume them.
 
@@ -33,6 +37,7 @@ class EdgeSet:
     split: str = ""                      # e.g. "id", "near-id", "sim-1", "2hop"
     weights: np.ndarray | None = None    # float [N], sums to 1; None = uniform
     meta: dict = field(default_factory=dict)
+    answers: np.ndarray | None = None    # int64 [N]: entity id of each greedy answer (-1: no entity); None = not kept
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "test_ids", np.asarray(self.test_ids, dtype=np.int64))
@@ -44,6 +49,11 @@ class EdgeSet:
             if w.shape != self.test_ids.shape or (w < 0).any():
                 raise ValueError("weights must be non-negative with one weight per test fact")
             object.__setattr__(self, "weights", w / w.sum() if w.sum() > 0 else w)
+        if self.answers is not None:
+            a = np.asarray(self.answers, dtype=np.int64)
+            if a.shape != self.test_ids.shape:
+                raise ValueError(f"answers {a.shape} must have one entry per test fact {self.test_ids.shape}")
+            object.__setattr__(self, "answers", a)
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -106,22 +116,25 @@ class EdgeSet:
 
     # --- persistence ----------------------------------------------------------------------
     def to_json(self) -> dict:
-        """A JSON-ready dict (ids as lists); small enough for test sets of thousands of facts."""
-        return {"model": self.model, "stage": self.stage, "split": self.split, "prompt": self.prompt,
-                "n": self.n, "size": self.size, "fact": self.fact(),
-                "test_ids": self.test_ids.tolist(), "correct": self.correct.astype(int).tolist(),
-                "weights": None if self.weights is None else self.weights.tolist(), "meta": self.meta}
+        """A JSON-ready dict (ids as lists); small enough for test sets of thousands of facts. The
+        answers, when kept, are one int list under ``"answers"`` (the key is absent otherwise)."""
+        d = {"model": self.model, "stage": self.stage, "split": self.split, "prompt": self.prompt,
+             "n": self.n, "size": self.size, "fact": self.fact(),
+             "test_ids": self.test_ids.tolist(), "correct": self.correct.astype(int).tolist(),
+             "weights": None if self.weights is None else self.weights.tolist(), "meta": self.meta}
+        return d if self.answers is None else d | {"answers": self.answers.tolist()}
 
     @classmethod
     def from_json(cls, d: dict) -> "EdgeSet":
         """The EdgeSet of :meth:`to_json`; also reads files written before the stage had its own field
-        (``"model": "ft-known/es"``, ``"test_set"`` for the split)."""
+        (``"model": "ft-known/es"``, ``"test_set"`` for the split) or without answers."""
         model, stage = d["model"], d.get("stage")
         if stage is None:
             model, _, stage = model.partition("/")
         return cls(np.array(d["test_ids"], np.int64), np.array(d["correct"], bool), model=model, stage=stage,
                    prompt=d["prompt"], split=d["split"] if "split" in d else d["test_set"],
-                   weights=None if d.get("weights") is None else np.array(d["weights"]), meta=d.get("meta", {}))
+                   weights=None if d.get("weights") is None else np.array(d["weights"]), meta=d.get("meta", {}),
+                   answers=None if d.get("answers") is None else np.array(d["answers"], np.int64))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json()))

@@ -20,7 +20,10 @@ everywhere. An EdgeSet is identified by ``(model, stage, split, prompt)``:
 - **prompts**: ``zero-shot``, ``k-shot`` as ``f"{k}-shot"``, and on the 2-hop split ``direct-2hop``
   and ``cot``;
 - **SliCK categories** (Gekhman et al. 2024): ``HighlyKnown``, ``MaybeKnown``, ``WeaklyKnown``,
-  ``Unknown``.
+  ``Unknown``;
+- **error classes** of a wrong answer (:mod:`kgsim.core.error_classes`): ``from-ft-set``,
+  ``right-type``, ``other``; the base model's errors are classified against a fine-tuned model's
+  set under the label ``base@ft-unknown`` (:func:`reference_label`).
 
 >>> label(FT_KNOWN, ES), label(BASE, NO_STAGE)
 ('ft-known/es', 'base')
@@ -28,6 +31,8 @@ everywhere. An EdgeSet is identified by ``(model, stage, split, prompt)``:
 ('4-shot', 4, 0, None)
 >>> sim_bucket_names(3), sim_bucket_index("sim-2"), sim_bucket_index(SIM_NEAR_ID), is_similarity_split(SIM_NEAR_ID)
 (['sim-1', 'sim-2', 'sim-3'], 2, None, True)
+>>> reference_label(FT_UNKNOWN)
+'base@ft-unknown'
 """
 from __future__ import annotations
 
@@ -76,6 +81,12 @@ WEAKLY_KNOWN = "WeaklyKnown"
 UNKNOWN = "Unknown"
 CATEGORIES = (HIGHLY_KNOWN, MAYBE_KNOWN, WEAKLY_KNOWN, UNKNOWN)
 
+# --- error classes ----------------------------------------------------------------------------
+FROM_FT_SET = "from-ft-set"          # the answer is the object of a fact in the model's fine-tuning set
+RIGHT_TYPE = "right-type"            # else an entity of the relation's answer type
+OTHER_ERROR = "other"                # anything else (another type, a token naming no entity)
+ERROR_CLASSES = (FROM_FT_SET, RIGHT_TYPE, OTHER_ERROR)
+
 _K_SHOT = re.compile(r"(\d+)-shot")
 
 
@@ -109,14 +120,19 @@ def sim_bucket_index(split: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
+def reference_label(ft_model: str) -> str:
+    """The base model's errors classified against `ft_model`'s fine-tuning set (its reference row)."""
+    return f"{BASE}@{ft_model}"
+
+
 def is_similarity_split(split: str) -> bool:
     """A split defined by similarity to the fine-tuning data (a bucket or the two-way split)."""
     return split in SIM_SPLITS or sim_bucket_index(split) is not None
 
 
-__all__ = ["BASE", "BASE_PROMPTS", "CATEGORIES", "CON", "COT", "DIRECT_TWO_HOP", "ES", "FT_KNOWN", "FT_MODELS",
-           "FT_UNKNOWN", "HIGHLY_KNOWN", "ID", "MAYBE_KNOWN", "MODELS", "NEAR_ID", "NO_STAGE", "OPEN_WORLD",
-           "SIM_BUCKET_PREFIX", "SIM_NEAR_ID", "SIM_OPEN_WORLD", "SIM_SPLITS", "STAGES", "STAGE_TITLES",
-           "STRUCTURAL_SPLITS", "TWO_HOP", "TWO_HOP_HOPS", "TWO_HOP_PROMPTS", "TWO_HOP_SPLITS", "UNKNOWN",
-           "WEAKLY_KNOWN", "ZERO_SHOT", "is_similarity_split", "k_shot_name", "label", "shots_of", "sim_bucket_index",
-           "sim_bucket_names"]
+__all__ = ["BASE", "BASE_PROMPTS", "CATEGORIES", "CON", "COT", "DIRECT_TWO_HOP", "ERROR_CLASSES", "ES", "FROM_FT_SET",
+           "FT_KNOWN", "FT_MODELS", "FT_UNKNOWN", "HIGHLY_KNOWN", "ID", "MAYBE_KNOWN", "MODELS", "NEAR_ID", "NO_STAGE",
+           "OPEN_WORLD", "OTHER_ERROR", "RIGHT_TYPE", "SIM_BUCKET_PREFIX", "SIM_NEAR_ID", "SIM_OPEN_WORLD",
+           "SIM_SPLITS", "STAGES", "STAGE_TITLES", "STRUCTURAL_SPLITS", "TWO_HOP", "TWO_HOP_HOPS", "TWO_HOP_PROMPTS",
+           "TWO_HOP_SPLITS", "UNKNOWN", "WEAKLY_KNOWN", "ZERO_SHOT", "is_similarity_split", "k_shot_name", "label",
+           "reference_label", "shots_of", "sim_bucket_index", "sim_bucket_names"]

@@ -13,7 +13,13 @@ from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import InputFileError, read_json, write_json
 from kgsim.core.provenance import environment
 from kgsim.study.report import render
-from kgsim.study.results import aggregate, bootstrap_gap_intervals, bootstrap_gaps, observations
+from kgsim.study.results import (
+    aggregate,
+    bootstrap_gap_intervals,
+    bootstrap_gaps,
+    error_class_intervals,
+    observations,
+)
 from kgsim.study.runner import check_seed, two_hop_summary
 
 __all__ = ["finish", "one_seed_bootstrap", "seed_edges", "check_run_dir"]
@@ -21,7 +27,8 @@ __all__ = ["finish", "one_seed_bootstrap", "seed_edges", "check_run_dir"]
 
 def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float | None = None) -> Path:
     """Write ``out/results.json`` (config, seeds, environment, per-seed figures, aggregates with 95%
-    intervals, O1-O3 verdicts) and render ``out/report.md`` with its figures; returns the report's path.
+    intervals, the error classes' shares, O1-O3 verdicts) and render ``out/report.md`` with its
+    figures; returns the report's path.
 
     With one seed, intervals come from a bootstrap over that seed's test facts
     (:func:`one_seed_bootstrap`); with several, from Student t over seeds.
@@ -30,6 +37,8 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop")} for s in per_seed])
     if boot:
         agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
+    if errors := error_class_intervals(per_seed):
+        agg["error_classes"] = errors
     res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
            "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed, "aggregate": agg,
            "observations": observations(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot=boot),

@@ -17,6 +17,7 @@ import torch
 from kgsim.core import rng as rngs
 from kgsim.core.config import ExperimentConfig
 from kgsim.core.edges import EdgeSet, TwoHopQueries
+from kgsim.core.error_classes import NO_ENTITY
 from kgsim.core.kg import KnowledgeGraph
 from kgsim.core.names import (
     BASE,
@@ -54,13 +55,20 @@ def edges_from_batch(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.nda
                      **kw) -> EdgeSet:
     """E(θ, P) over test facts `facts` for a prompt batch built for exactly those facts (measured by
     :func:`kgsim.study.lm.answer_and_score`, the bridge's measurement too, through :class:`KgsimLM`);
-    the EdgeSet is named (`model_name`, `stage`, `split`, the batch's prompt). `kw` goes to
-    :func:`kgsim.nn.probe.iter_last_logits`."""
+    the EdgeSet is named (`model_name`, `stage`, `split`, the batch's prompt) and keeps the answers as
+    entity ids (:func:`answer_entities`). `kw` goes to :func:`kgsim.nn.probe.iter_last_logits`."""
     facts = np.asarray(facts, np.int64)
-    _, ok = answer_and_score(KgsimLM(model, kg, vocab, kw), batch, facts)
+    tokens, ok = answer_and_score(KgsimLM(model, kg, vocab, kw), batch, facts)
     meta = {"induced": batch.induced.tolist()} if batch.induced.size and len(facts) <= 10_000 else {}
     return EdgeSet(facts, ok, model=model_name, stage=stage, prompt=batch.name, split=split, weights=weights,
-                   meta=meta)
+                   meta=meta, answers=answer_entities(vocab, tokens))
+
+
+def answer_entities(vocab: Vocabulary, tokens: np.ndarray) -> np.ndarray:
+    """int64 [n]: the entity id each answer token names, :data:`kgsim.core.error_classes.NO_ENTITY`
+    (-1) for a token that names none (a relation or special token)."""
+    ent = np.asarray(tokens, np.int64) - vocab.entity_offset
+    return np.where((ent >= 0) & (ent < vocab.n_entities), ent, NO_ENTITY)
 
 
 def accessible_edges(model, kg: KnowledgeGraph, vocab: Vocabulary, facts: np.ndarray, k: int = 0, *,

@@ -14,6 +14,8 @@ from kgsim.core.io import write_text  # noqa: E402
 from kgsim.core.names import (  # noqa: E402
     BASE,
     CATEGORIES,
+    ERROR_CLASSES,
+    FROM_FT_SET,
     FT_KNOWN,
     FT_MIXED,
     FT_MODELS,
@@ -21,6 +23,8 @@ from kgsim.core.names import (  # noqa: E402
     ID,
     NEAR_ID,
     OPEN_WORLD,
+    OTHER_ERROR,
+    RIGHT_TYPE,
     SIM_SPLITS,
     STAGE_TITLES,
     STAGES,
@@ -29,6 +33,7 @@ from kgsim.core.names import (  # noqa: E402
     ZERO_SHOT,
     k_shot_name,
     label,
+    reference_label,
 )
 from kgsim.study.results import interval, summarise_observation  # noqa: E402
 from kgsim.world.plots import _save  # noqa: E402
@@ -119,7 +124,48 @@ def figures(res: dict, out: Path) -> dict[str, str]:
         figs["direct_vs_cot"] = str(_save(fig, out / "direct_vs_cot.png"))
     figs |= _fitting(res, out)
     figs |= _memorisation(res, out)
+    figs |= _error_classes_figure(agg, out)
     return figs
+
+
+ERROR_CLASS_TITLES = {FROM_FT_SET: "from its FT set", RIGHT_TYPE: "right type, wrong entity", OTHER_ERROR: "other"}
+
+
+def error_class_rows(errors: dict) -> list[str]:
+    """The labels of ``aggregate["error_classes"]`` in the report's order: the base model against
+    each fine-tuning set, then per stage each fine-tuned model (any other label last)."""
+    models = (FT_KNOWN, FT_MIXED, FT_UNKNOWN)
+    order = [reference_label(m) for m in models] + [label(m, st) for st in STAGES for m in models]
+    return [k for k in order if k in errors] + [k for k in errors if k not in order]
+
+
+def _row_name(lab: str) -> str:
+    ref = next((m for m in (FT_KNOWN, FT_MIXED, FT_UNKNOWN) if lab == reference_label(m)), None)
+    return f"{BASE} (against {ref}'s set)" if ref else lab
+
+
+def _error_classes_figure(agg: dict, out: Path) -> dict:
+    """Stacked bars: each model's zero-shot errors on each structural split, as shares per class."""
+    errors = agg.get("error_classes", {})
+    rows = error_class_rows(errors)
+    splits = [s for s in STRUCTURAL_SPLITS if any(s in errors[r] for r in rows)]
+    if not rows or not splits:
+        return {}
+    fig, axes = plt.subplots(1, len(splits), figsize=(4 + 2.5 * len(splits), 4.5), sharey=True, squeeze=False)
+    colors = {FROM_FT_SET: "tab:red", RIGHT_TYPE: "tab:orange", OTHER_ERROR: "tab:gray"}
+    for ax, split in zip(axes[0], splits):
+        bottom = np.zeros(len(rows))
+        for cls in ERROR_CLASSES:
+            m = np.array([100 * (_get(errors, r, split, ZERO_SHOT, cls) or {"mean": np.nan})["mean"] for r in rows])
+            m = np.nan_to_num(m)
+            ax.bar(range(len(rows)), m, 0.7, bottom=bottom, color=colors[cls], label=ERROR_CLASS_TITLES[cls])
+            bottom += m
+        ax.set_xticks(range(len(rows)), [_row_name(r) for r in rows], rotation=60, ha="right", fontsize=7)
+        ax.set_title(split)
+    axes[0][0].set(ylabel="share of wrong answers (%)", ylim=(0, 118))           # room for the legend
+    axes[0][-1].legend(fontsize=7, ncol=3, loc="upper right")
+    fig.suptitle("Wrong answers by class, zero-shot (means over seeds)")
+    return {"error_classes": str(_save(fig, out / "error_classes.png"))}
 
 
 def _fitting(res: dict, out: Path) -> dict:
@@ -194,7 +240,8 @@ def render(res: dict, run_dir: Path) -> Path:
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]
-    L += _base_section(res, agg) + gap_tables(res, agg) + _two_hop_section(agg) + checks_section(res)
+    L += _base_section(res, agg) + gap_tables(res, agg) + error_class_section(agg) + _two_hop_section(agg)
+    L += checks_section(res)
     L += ["## Figures", ""] + [f"![{k}](figures/{Path(v).name})" for k, v in figs.items()] + [""]
     path = run_dir / "report.md"
     write_text(run_dir / "checks.md", checks_table(res))
@@ -265,6 +312,33 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
                          + (f" {_f(_get(acc, label(FT_MIXED, st), split, p))} |" if mixed else ""))
         L.append("")
     return L
+
+
+def error_class_section(agg: dict) -> list[str]:
+    """Markdown lines: "Errors by class", each model's zero-shot wrong answers on each structural
+    split (``agg["error_classes"]``): how many, and their shares per class. Empty for a run that did
+    not classify its errors."""
+    errors = agg.get("error_classes", {})
+    rows = error_class_rows(errors)
+    if not rows:
+        return []
+    L = ["## Errors by class", "",
+         "Each wrong zero-shot answer, in the first class it fits: **from FT set**, an entity that is the "
+         "answer of a fact in the model's own fine-tuning set (any relation); **right type**, otherwise an "
+         "entity of the relation's answer type; **other**, anything else (another type, a token naming no "
+         "entity). The base model has no fine-tuning set: its rows classify its errors against each "
+         "fine-tuned model's set, the reference for that model's share. Shares are of the errors "
+         "(points; 95% intervals over seeds).", "",
+         "| model | split | errors (of N) | % from FT set | % right type | % other |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        for split in STRUCTURAL_SPLITS:
+            c = _get(errors, r, split, ZERO_SHOT)
+            if not c:
+                continue
+            errs = _f(c["errors"], pct=False) if c["errors"]["n"] > 1 else f"{c['errors']['mean']:g}"
+            L.append(f"| {_row_name(r)} | {split} | {errs} (of {c['n']['mean']:g}) | "
+                     + " | ".join(_f(c[cls]) for cls in ERROR_CLASSES) + " |")
+    return L + [""]
 
 
 def _two_hop_section(agg) -> list[str]:

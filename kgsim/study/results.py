@@ -23,10 +23,14 @@ import numpy as np
 from scipy import stats
 
 from kgsim.core.edges import EdgeSet
+from kgsim.core.error_classes import error_counts
+from kgsim.core.kg import KnowledgeGraph
 from kgsim.core.names import (
+    BASE,
     CON,
     COT,
     DIRECT_TWO_HOP,
+    ERROR_CLASSES,
     ES,
     FT_KNOWN,
     FT_UNKNOWN,
@@ -39,6 +43,7 @@ from kgsim.core.names import (
     TWO_HOP,
     ZERO_SHOT,
     k_shot_name,
+    reference_label,
 )
 from kgsim.core.rng import stream
 from kgsim.study.stats import holm, mde
@@ -82,6 +87,48 @@ def seed_figures(edge_sets: list[EdgeSet]) -> dict:
 
 def _plain(d):
     return {k: _plain(v) for k, v in d.items()} if isinstance(d, dict) else d
+
+
+def error_class_counts(edge_sets: list[EdgeSet], kg: KnowledgeGraph, ft_facts: dict[str, np.ndarray]) -> dict:
+    """``{label: {split: {prompt: counts}}}``: the wrong answers of every edge set that kept its
+    answers, in the classes of :func:`kgsim.core.error_classes.error_counts` (counts: ``n``,
+    ``errors`` and one count per class). A fine-tuned model (a key of `ft_facts`, its fine-tuning
+    fact ids) is classified against its own set under its ``model/stage`` label; the base model
+    against each set in turn, under :func:`kgsim.core.names.reference_label` of that model.
+
+    >>> kg = KnowledgeGraph(entity_types=[0, 0, 1, 1, 1], relation_domain=[0], relation_range=[1],
+    ...                     s=[0, 1], r=[0, 0], a=[2, 3], exposure=[1, 1], popularity=np.full(5, 0.2))
+    >>> e = EdgeSet([1], [False], model="ft-unknown", stage="es", split="id", answers=[2])
+    >>> error_class_counts([e], kg, {"ft-unknown": np.array([0])})["ft-unknown/es"]["id"]["zero-shot"]
+    {'n': 1, 'errors': 1, 'from-ft-set': 1, 'right-type': 0, 'other': 0}
+    """
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for e in edge_sets:
+        if e.answers is None:
+            continue
+        against = {e.label: ft_facts[e.model]} if e.model in ft_facts else (
+            {reference_label(m): facts for m, facts in ft_facts.items()} if e.model == BASE else {})
+        for key, facts in against.items():
+            out[key][e.split][e.prompt] = error_counts(kg, e.test_ids, e.correct, e.answers, facts)
+    return _plain(out)
+
+
+def error_class_intervals(per_seed: list[dict]) -> dict:
+    """Each seed's ``error_classes`` (:func:`error_class_counts`) aggregated over seeds:
+    ``{label: {split: {prompt: {"n": iv, "errors": iv, class: iv}}}}``, each ``iv`` an
+    :func:`interval`; a class's values are its shares of the seed's errors (NaN, and dropped, for
+    a seed without errors there). Empty when no seed classified its errors (older runs, the bridge)."""
+    seeds = [s.get("error_classes") or {} for s in per_seed]
+    out: dict = {}
+    for lab in dict.fromkeys(k for s in seeds for k in s):
+        for split in dict.fromkeys(k for s in seeds for k in s.get(lab, {})):
+            for prompt in dict.fromkeys(k for s in seeds for k in s.get(lab, {}).get(split, {})):
+                counts = [c for s in seeds if (c := s.get(lab, {}).get(split, {}).get(prompt))]
+                iv = {"n": interval([c["n"] for c in counts]), "errors": interval([c["errors"] for c in counts])}
+                iv |= {cls: interval([c[cls] / c["errors"] if c["errors"] else float("nan") for c in counts])
+                       for cls in ERROR_CLASSES}
+                out.setdefault(lab, {}).setdefault(split, {})[prompt] = iv
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,8 +25,16 @@ from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import write_json, write_text
 from kgsim.core.names import COT, DIRECT_TWO_HOP, FT_MODELS, STAGES, TWO_HOP, TWO_HOP_HOPS, sim_bucket_names
 from kgsim.study.measure import measure_seed
-from kgsim.study.results import seed_figures
-from kgsim.study.stages import finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
+from kgsim.study.results import error_class_counts, seed_figures
+from kgsim.study.stages import (
+    finetune_stage,
+    ft_models,
+    ft_sets,
+    ft_splits,
+    pretrain_stage,
+    probe_stage,
+    world_stage,
+)
 from proofs.run import TwoHopEvidence, check_run
 from proofs.statements import lookup
 
@@ -105,10 +113,12 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     write_json(out / "edges.json", {"edge_sets": [e.to_json() for e in edge_sets],
                                     "two_hop": two_hop.to_json(), "splits": meas["splits"]})
     figs = seed_figures(edge_sets)
+    sets = ft_sets(cfg, world, splits)
+    errors = error_class_counts(edge_sets, world.kg, {m: sets[which] for m, which in ft_models(cfg)})
     res = {"key": key, "seed": seed, "version": RESULT_VERSION, **figs,
            "base": {k: v for k, v in probe.items() if not isinstance(v, np.ndarray)},
            "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},
-           "two_hop": two_hop_summary(edge_sets, two_hop),
+           "two_hop": two_hop_summary(edge_sets, two_hop), "error_classes": errors,
            "checks": checks_json(edge_sets, two_hop),
            "sim_buckets": sim_bucket_names(cfg.run.sim_buckets),
            "timing": timing | {"seed_total_s": time.perf_counter() - t0}}
