@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kgsim.study.results import accuracy_intervals, interval
 from kgsim.study.stats import decide, holm, logit_interval, mde, seeds_needed, tost, variance_components, wilson
 
 sm_stats = pytest.importorskip("statsmodels.stats.multitest")
@@ -107,3 +108,18 @@ def test_verdict_rule_on_constructed_results():
     assert decide([0.1, -0.2, 0.15, -0.05, 0.0, 0.1], margin=2.0).verdict == "fails"
     assert decide([0.1, -0.2, 0.15, -0.05, 0.0, 0.1], margin=None).verdict == "undecided"
     assert decide([1.0]).verdict == "undecided"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 60)), min_size=2, max_size=8))
+def test_accuracy_intervals_never_leave_0_1(seeds):
+    """A run's accuracy intervals (aggregate accuracy in results.json) stay inside [0, 1] whatever
+    the seeds' accuracies, 0 and 1 included, and keep the plain mean and the per-seed values."""
+    per_seed = [{"accuracy": {"ft-known/con": {"id": {"zero-shot": min(k, n) / n}}}} for k, n in seeds]
+    iv = accuracy_intervals(per_seed)["ft-known/con"]["id"]["zero-shot"]
+    values = [min(k, n) / n for k, n in seeds]
+    assert iv["values"] == values and iv["mean"] == pytest.approx(np.mean(values))
+    assert 0 <= iv["lo"] <= iv["mean"] <= iv["hi"] <= 1
+    if len(set(values)) > 1:                                   # cut only where Student t leaves [0, 1]
+        t = interval(values)
+        assert (iv["lo"], iv["hi"]) == (max(0.0, t["lo"]), min(1.0, t["hi"]))

@@ -14,6 +14,7 @@ from kgsim.core.io import InputFileError, read_json, write_json
 from kgsim.core.provenance import environment
 from kgsim.study.report import render
 from kgsim.study.results import (
+    accuracy_intervals,
     aggregate,
     bootstrap_gap_intervals,
     bootstrap_gaps,
@@ -30,11 +31,13 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     intervals, the error classes' shares, O1-O3 verdicts) and render ``out/report.md`` with its
     figures; returns the report's path.
 
-    With one seed, intervals come from a bootstrap over that seed's test facts
-    (:func:`one_seed_bootstrap`); with several, from Student t over seeds.
+    With one seed, intervals of gaps come from a bootstrap over that seed's test facts
+    (:func:`one_seed_bootstrap`); with several, from Student t over seeds. Accuracies' intervals are
+    cut to [0, 1] (:func:`accuracy_intervals`).
     """
     boot = one_seed_bootstrap(out, per_seed)
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop")} for s in per_seed])
+    agg["accuracy"] = accuracy_intervals(per_seed)         # Student t cut to [0, 1]
     if boot:
         agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
     if errors := error_class_intervals(per_seed):

@@ -217,7 +217,8 @@ def render(res: dict, run_dir: Path) -> Path:
          f"Seeds {seeds}; preset config in `config.toml`; kgsim {res['environment']['kgsim']}, torch "
          f"{res['environment']['torch']}, git {res['environment']['git_commit']}"
          f"{' (dirty)' if res['environment']['git_dirty'] else ''}. Figures are means with 95% Student-t "
-         f"intervals over seeds (points; [lo, hi]); with one seed, no interval.", ""]
+         f"intervals over seeds (points; [lo, hi]; accuracies' intervals cut to [0, 100]); with one seed, no "
+         f"interval.", ""]
     boot = any(v.get("method") for parts in res["observations"].values() for v in parts.values())
     if boot:
         L += ["One seed: the intervals of gaps and of the claims below are 95% bootstrap intervals over "

@@ -147,6 +147,29 @@ def interval(values: list[float], level: float = 0.95) -> dict:
     return {"mean": m, "lo": m - half, "hi": m + half, "n": int(len(x)), "values": list(values)}
 
 
+def accuracy_intervals(per_seed: list[dict], level: float = 0.95) -> dict:
+    """accuracy[label][split][prompt] over seeds: the mean with its Student-t interval cut to
+    [0, 1] (a proportion cannot leave it; cutting only drops impossible values, so coverage is kept),
+    and the per-seed ``values``. (A logit-scale interval, :func:`kgsim.study.stats.logit_interval`,
+    can end below the plain mean when seeds reach 100%, so it is not used for the reported mean.)
+
+    >>> seeds = [{"accuracy": {"m": {"id": {"zero-shot": a}}}} for a in (0.97, 1.0, 0.99)]
+    >>> iv = accuracy_intervals(seeds)["m"]["id"]["zero-shot"]
+    >>> 0 <= iv["lo"] <= iv["mean"] <= iv["hi"] == 1, iv["values"]
+    (True, [0.97, 1.0, 0.99])
+    """
+    out: dict = {}
+    for label in dict.fromkeys(k for s in per_seed for k in s["accuracy"]):
+        for split in dict.fromkeys(k for s in per_seed for k in s["accuracy"].get(label, {})):
+            for prompt in dict.fromkeys(k for s in per_seed for k in s["accuracy"].get(label, {}).get(split, {})):
+                vals = [s["accuracy"].get(label, {}).get(split, {}).get(prompt) for s in per_seed]
+                iv = interval([float("nan") if v is None else float(v) for v in vals], level)
+                if iv["n"] >= 2:
+                    iv |= {"lo": max(0.0, iv["lo"]), "hi": min(1.0, iv["hi"])}
+                out.setdefault(label, {}).setdefault(split, {})[prompt] = iv
+    return out
+
+
 def aggregate(per_seed: list[dict]) -> dict:
     """The same nested structure as each seed's dict, every numeric leaf replaced by `interval`."""
     def walk(items: list):
