@@ -30,6 +30,14 @@ def test_fit_line_with_too_few_points_says_so():
     assert fit_line([0, 1], [0.5, 0.2])["note"] == "too few points"
 
 
+def test_fits_of_a_flat_zero_response_give_nan_not_an_error():
+    """A smoke sweep's recovery points can all be 0 (no gap at any k): R² and p-values are NaN."""
+    f = fit_through_origin([0.04, 0.125], [0.0, 0.0])
+    assert f["slope"] == 0 and np.isnan(f["r2_uncentred"])
+    g = fit_line([0, 0.5, 1, 0.2], [0.0] * 4)
+    assert g["slope"] == 0 and np.isnan(g["r2"]) and np.isnan(g["slope_p"])
+
+
 def test_through_origin_and_one_slope_test():
     rng = np.random.default_rng(2)
     x = rng.uniform(0.05, 0.5, 60)

@@ -140,7 +140,8 @@ def fit_through_origin(x, y, groups=None) -> dict:
     design = _origin
     beta, cov, s2, dof = _ols(design(x), y)
     b, se = float(beta[0]), math.sqrt(cov[0, 0]) if dof > 0 else math.nan
-    out |= {"slope": b, "dof": dof, "r2_uncentred": 1 - s2 * dof / float((y ** 2).sum()) if dof > 0 else math.nan}
+    ss = float((y ** 2).sum())                           # 0 when every y is 0: no R² to give
+    out |= {"slope": b, "dof": dof, "r2_uncentred": 1 - s2 * dof / ss if dof > 0 and ss > 0 else math.nan}
     out["slope_lo"], out["slope_hi"] = _ci(b, se, dof)
     if len(x) >= 3 and len(np.unique(x)) >= 2:
         bi, covi, _, dofi = _ols(np.column_stack([np.ones_like(x), x]), y)
