@@ -37,12 +37,10 @@ from kgsim.core.io import write_json, write_text
 from kgsim.core.names import FT_MODELS, shots_of, sim_bucket_index
 from kgsim.nn.model import load_model as load_kgsim
 from kgsim.nn.train import DataError
+from kgsim.study.finish import summarise
 from kgsim.study.report import checks_section, checks_table, figures, gap_tables
 from kgsim.study.results import (
-    aggregate,
-    bootstrap_gap_intervals,
     bootstrap_gaps,
-    observations,
     seed_figures,
     summarise_observation,
 )
@@ -219,10 +217,7 @@ def write_kgsim_view(out: Path, res: dict, seed: int) -> Path:
                  "checks": checks_json(edge_sets, two_hop)}]
     k_shots = tuple(k for k in {shots_of(e.prompt) for e in edge_sets} if k)
     sims = sorted({e.split for e in edge_sets if sim_bucket_index(e.split)}, key=sim_bucket_index)
-    boot = bootstrap_gaps(edge_sets, seed=seed)
-    obs = observations(per_seed, tuple(sorted(k_shots)), sims, boot=boot)
-    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "two_hop")} for s in per_seed])
-    agg["gaps"] = bootstrap_gap_intervals(figs["gaps"], boot)
+    agg, obs = summarise(per_seed, sorted(k_shots), sims, bootstrap_gaps(edge_sets, seed=seed))
     view = {"config": {"prompts": {"k_shots": sorted(k_shots)}}, "seeds": [seed], "per_seed": per_seed,
             "aggregate": agg,
             "observations": obs, "sim_buckets": sims, "bridge": {k: res.get(k) for k in ("model_dir", "data", "counts")}}

@@ -36,18 +36,27 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     cut to [0, 1] (:func:`accuracy_intervals`).
     """
     boot = one_seed_bootstrap(out, per_seed)
-    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop")} for s in per_seed])
+    agg, obs = summarise(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot)
+    res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
+           "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed, "aggregate": agg,
+           "observations": obs, "wall_time_s": wall_s}
+    write_json(out / "results.json", res)
+    return render(res, out)
+
+
+def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict | None = None) -> tuple[dict, dict]:
+    """(aggregate, observations) of per-seed figures, for both model families' runs: every numeric
+    figure over seeds with its interval (accuracies cut to [0, 1]); with one seed's bootstrap `boot`
+    (:func:`kgsim.study.results.bootstrap_gaps`), the gaps' bootstrap intervals instead; the error
+    classes' shares where the seeds have them; the O1-O3 verdicts."""
+    agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop") if k in s}
+                     for s in per_seed])
     agg["accuracy"] = accuracy_intervals(per_seed)         # Student t cut to [0, 1]
     if boot:
         agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
     if errors := error_class_intervals(per_seed):
         agg["error_classes"] = errors
-    res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
-           "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed, "aggregate": agg,
-           "observations": observations(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot=boot),
-           "wall_time_s": wall_s}
-    write_json(out / "results.json", res)
-    return render(res, out)
+    return agg, observations(per_seed, tuple(k_shots), sim_buckets, boot=boot)
 
 
 def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
