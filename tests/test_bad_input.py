@@ -48,6 +48,15 @@ def cwd(tmp_path, monkeypatch):
     return tmp_path
 
 
+def only_documented_error(read, path, error):
+    """Call `read()` on the fuzzed file at `path`: it succeeds or raises `error` as one line naming
+    the file; anything else escapes (the test fails)."""
+    try:
+        read()
+    except error as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+
+
 def unwritable_dir(tmp_path: Path) -> Path:
     """A folder nobody may create files in: /sys for root (root ignores permission bits), else a
     folder without write permission."""
@@ -176,10 +185,8 @@ def test_bad_results_json_is_one_line_and_renders_nothing(capsys, tmp_path, case
 def test_fuzz_results_reader_only_raises_input_file_error(tmp_path_factory, data):
     f = tmp_path_factory.mktemp("fuzz") / "results.json"
     f.write_bytes(data)
-    try:
-        read_json(f, "results", require={"per_seed": list, "aggregate": dict})
-    except InputFileError as e:
-        assert "\n" not in str(e) and str(f) in str(e)
+    require = {"per_seed": list, "aggregate": dict}
+    only_documented_error(lambda: read_json(f, "results", require=require), f, InputFileError)
 
 
 EDGES_CASES = {
@@ -207,10 +214,7 @@ def test_bad_edges_json_is_one_line(capsys, tmp_path, case):
 def test_fuzz_edges_reader_only_raises_input_file_error(tmp_path_factory, data):
     f = tmp_path_factory.mktemp("fuzz") / "edges.json"
     f.write_bytes(data)
-    try:
-        seed_edges(f)
-    except InputFileError as e:
-        assert "\n" not in str(e) and str(f) in str(e)
+    only_documented_error(lambda: seed_edges(f), f, InputFileError)
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,10 +277,7 @@ def test_fuzz_safetensors_reader_only_raises_input_file_error(tmp_path_factory, 
         raw = struct.pack("<Q", len(h)) + h + tail
     f = tmp_path_factory.mktemp("fuzz") / "m.safetensors"
     f.write_bytes(raw)
-    try:
-        load_model(f)
-    except InputFileError as e:
-        assert "\n" not in str(e) and str(f) in str(e)
+    only_documented_error(lambda: load_model(f), f, InputFileError)
 
 
 def test_checker_accepts_what_safetensors_writes(tmp_path):

@@ -14,10 +14,10 @@ from kgsim.core.io import InputFileError, read_json, write_json
 from kgsim.core.provenance import environment
 from kgsim.study.report import render
 from kgsim.study.results import (
-    accuracy_intervals,
     aggregate,
     bootstrap_gap_intervals,
     bootstrap_gaps,
+    cut_to_unit,
     error_class_intervals,
     observations,
 )
@@ -33,7 +33,7 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
 
     With one seed, intervals of gaps come from a bootstrap over that seed's test facts
     (:func:`one_seed_bootstrap`); with several, from Student t over seeds. Accuracies' intervals are
-    cut to [0, 1] (:func:`accuracy_intervals`).
+    cut to [0, 1] (:func:`kgsim.study.results.cut_to_unit`).
     """
     boot = one_seed_bootstrap(out, per_seed)
     agg, obs = summarise(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot)
@@ -51,7 +51,7 @@ def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict 
     classes' shares where the seeds have them; the O1-O3 verdicts."""
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop") if k in s}
                      for s in per_seed])
-    agg["accuracy"] = accuracy_intervals(per_seed)         # Student t cut to [0, 1]
+    agg["accuracy"] = cut_to_unit(agg["accuracy"])        # Student t cut to [0, 1]
     if boot:
         agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
     if errors := error_class_intervals(per_seed):

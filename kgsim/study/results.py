@@ -147,7 +147,15 @@ def interval(values: list[float], level: float = 0.95) -> dict:
     return {"mean": m, "lo": m - half, "hi": m + half, "n": int(len(x)), "values": list(values)}
 
 
-def accuracy_intervals(per_seed: list[dict], level: float = 0.95) -> dict:
+def cut_to_unit(intervals: dict) -> dict:
+    """A nested dict of :func:`interval` leaves (proportions) with each interval cut to [0, 1]."""
+    if "mean" in intervals:
+        n = intervals["n"]
+        return intervals | ({"lo": max(0.0, intervals["lo"]), "hi": min(1.0, intervals["hi"])} if n >= 2 else {})
+    return {k: cut_to_unit(v) for k, v in intervals.items()}
+
+
+def accuracy_intervals(per_seed: list[dict]) -> dict:
     """accuracy[label][split][prompt] over seeds: the mean with its Student-t interval cut to
     [0, 1] (a proportion cannot leave it; cutting only drops impossible values, so coverage is kept),
     and the per-seed ``values``. (A logit-scale interval, :func:`kgsim.study.stats.logit_interval`,
@@ -158,16 +166,7 @@ def accuracy_intervals(per_seed: list[dict], level: float = 0.95) -> dict:
     >>> 0 <= iv["lo"] <= iv["mean"] <= iv["hi"] == 1, iv["values"]
     (True, [0.97, 1.0, 0.99])
     """
-    out: dict = {}
-    for label in dict.fromkeys(k for s in per_seed for k in s["accuracy"]):
-        for split in dict.fromkeys(k for s in per_seed for k in s["accuracy"].get(label, {})):
-            for prompt in dict.fromkeys(k for s in per_seed for k in s["accuracy"].get(label, {}).get(split, {})):
-                vals = [s["accuracy"].get(label, {}).get(split, {}).get(prompt) for s in per_seed]
-                iv = interval([float("nan") if v is None else float(v) for v in vals], level)
-                if iv["n"] >= 2:
-                    iv |= {"lo": max(0.0, iv["lo"]), "hi": min(1.0, iv["hi"])}
-                out.setdefault(label, {}).setdefault(split, {})[prompt] = iv
-    return out
+    return cut_to_unit(aggregate([{"accuracy": s["accuracy"]} for s in per_seed])["accuracy"])
 
 
 def aggregate(per_seed: list[dict]) -> dict:
