@@ -31,8 +31,7 @@ from typing import Sequence
 import tomli_w
 
 from kgsim.core.config import ConfigError, apply_overrides, apply_table, to_dict
-from kgsim.core.known import FT_KNOWN_CATEGORIES
-from kgsim.core.names import CATEGORIES, UNKNOWN
+from kgsim.core.known import FT_KNOWN_CATEGORIES, known_categories_problem
 
 from .evaluate import EvalConfig
 from .finetune import FinetuneConfig
@@ -93,9 +92,8 @@ class DataConfig:
         for key in ("max_per_relation", "question_form", "sim_buckets"):
             if getattr(self, key) < 0:
                 fail(key, "must be >= 0")
-        known = [c for c in CATEGORIES if c != UNKNOWN]
-        if not self.known_categories or not set(self.known_categories) <= set(known):
-            fail("known_categories", f"choose a non-empty subset of {known}")
+        if (why := known_categories_problem(list(self.known_categories))) is not None:
+            fail("known_categories", why)
         if not 0 < self.near_quantile < 1:
             fail("near_quantile", "must lie in (0, 1)")
         for key in ("dev_share", "test_share"):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kgsim.cli import main
+from kgsim.core.known import AGREEMENT_LABELS
 
 pytestmark = pytest.mark.slow            # (tests/conftest.py keeps a module's slow tests on one xdist worker)
 
@@ -115,6 +116,19 @@ def test_smoke_run_writes_everything(smoke_run):
     edges = json.loads((out / "seed-0" / "edges.json").read_text())
     prompts = {(f"{e['model']}/{e['stage']}", e["prompt"]) for e in edges["edge_sets"]}
     assert ("ft-known/es", "1-shot") in prompts and ("ft-unknown/con", "cot") in prompts
+
+
+def test_smoke_run_reports_both_rules(smoke_run):
+    """Issue 12's two Known rules on the finished smoke run: a known_rules record per seed that adds up
+    to the probed facts, kappa aggregated, and the confusion table in the report."""
+    res = json.loads((smoke_run / "results.json").read_text())
+    s = res["per_seed"][0]
+    r = s["known_rules"]
+    probed = sum(s["base"]["slick_counts"].values())
+    assert sum(r["table"][x][y] for x in AGREEMENT_LABELS for y in AGREEMENT_LABELS) == probed
+    assert -1 <= r["kappa"] <= 1 and res["aggregate"]["known_rules"]["kappa"]["mean"] == r["kappa"]
+    report = (smoke_run / "report.md").read_text()
+    assert "Known by two rules: SliCK (P_greedy > 0)" in report and "| SliCK \\ exposure | Known |" in report
 
 
 def test_smoke_run_classifies_errors(smoke_run):

@@ -33,6 +33,7 @@ else:  # pragma: no cover
 import tomli_w
 
 from kgsim.core.io import InputFileError, read_text
+from kgsim.core.known import FT_KNOWN_CATEGORIES, known_categories_problem
 
 
 class ConfigError(ValueError):
@@ -282,6 +283,8 @@ class RunConfig:
     seeds: tuple[int, ...] = (0,)      # one process per seed, `workers` at a time
     workers: int = 2                   # parallel seed processes (one torch thread each)
     known_by: str = "slick"            # "slick": FT-Known / FT-Unknown by SliCK; "exposure": ground truth
+    known_categories: tuple[str, ...] = FT_KNOWN_CATEGORIES   # SliCK's FT-Known: P_greedy > 0 (+ WeaklyKnown:
+                                                              # P_correct > 0)
     sim_buckets: int = 3               # similarity-quantile test buckets (high / mid / low similarity)
     ft_eval_facts: int = 200           # facts of each FT set scored at every evaluation (fitting curves)
 
@@ -295,6 +298,9 @@ class RunConfig:
         _positive(f"{p}.workers", self.workers)
         if self.known_by not in ("slick", "exposure"):
             _fail(f"{p}.known_by", self.known_by, "must be 'slick' or 'exposure'")
+        if (why := known_categories_problem(self.known_categories)) is not None:
+            _fail(f"{p}.known_categories", list(self.known_categories) if isinstance(self.known_categories, tuple)
+                  else self.known_categories, why)
         _positive(f"{p}.sim_buckets", self.sim_buckets, minimum=2)
         _positive(f"{p}.ft_eval_facts", self.ft_eval_facts)
 

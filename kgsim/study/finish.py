@@ -56,6 +56,8 @@ def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict 
         agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
     if errors := error_class_intervals(per_seed):
         agg["error_classes"] = errors
+    if all("known_rules" in s for s in per_seed):         # kgsim's runs: SliCK against exposure
+        agg["known_rules"] = aggregate([{k: s["known_rules"][k] for k in ("kappa", "agreement")} for s in per_seed])
     return agg, observations(per_seed, tuple(k_shots), sim_buckets, boot=boot)
 
 
@@ -75,7 +77,7 @@ def seed_edges(path: Path) -> tuple[list[EdgeSet], TwoHopQueries]:
     data = read_json(path, what, require={"edge_sets": list, "two_hop": dict})
     try:
         return [EdgeSet.from_json(e) for e in data["edge_sets"]], TwoHopQueries.from_json(data["two_hop"])
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:   # Overflow: an int past int64
         raise InputFileError(f"{path}: an edge set or the 2-hop record is malformed ({type(e).__name__}: "
                              f"{str(e)[:80]}; expected {what})") from None
 

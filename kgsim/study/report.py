@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from kgsim.core.io import write_text  # noqa: E402
+from kgsim.core.known import AGREEMENT_LABELS  # noqa: E402
 from kgsim.core.names import (  # noqa: E402
     BASE,
     CATEGORIES,
@@ -272,7 +273,7 @@ def _base_section(res, agg) -> list[str]:
     for bucket in tables[0]:
         row = {c: sum(t[bucket][c] for t in tables) for c in tables[0][bucket]}
         L.append(f"| {bucket} | " + " | ".join(str(row[c]) for c in CATEGORIES) + " |")
-    L += [""]
+    L += [""] + known_rules_section(res, agg)
     ft = agg.get("finetune", {})
     fc = res["config"]["finetune"]
     n = fc.get("size") or res["config"]["splits"]["ft_size"]
@@ -287,6 +288,37 @@ def _base_section(res, agg) -> list[str]:
                  f"{_f(_get(ft, which, 'first_fitted_step'), pct=False)} |")
     L += ["", f"Convergence is the step budget ({res['config']['finetune']['steps']} steps).", ""]
     return L
+
+
+def known_rules_section(res: dict, agg: dict) -> list[str]:
+    """Markdown lines: the two Known rules against each other over the probed facts (counts summed
+    over seeds) with Cohen's kappa, and which rule chose this run's fine-tuning sets and tests."""
+    rules = [s["known_rules"] for s in res["per_seed"] if "known_rules" in s]
+    if not rules:
+        return []
+    iv = agg.get("known_rules", {})
+    by = res["config"]["run"]["known_by"]
+    L = [f"Known by two rules: {rules[0]['rows']} (rows) against {rules[0]['columns']} (columns), probed facts "
+         f"summed over seeds. Cohen's kappa on the facts both rules call Known or Unknown: "
+         f"**{_kappa_iv(iv.get('kappa'))}** (agreement {_f(iv.get('agreement'))}%; "
+         f"per seed {', '.join(_kappa(r['kappa']) for r in rules)}). This run's fine-tuning sets and test sets "
+         f"follow the {'SliCK' if by == 'slick' else 'exposure'} rule (`run.known_by = \"{by}\"`); the other "
+         "rule's gaps come from a run with the other setting (`kgsim sweep --grid run.known_by=slick,exposure`).",
+         "", "| SliCK \\ exposure | " + " | ".join(AGREEMENT_LABELS) + " |", "|---|---|---|---|"]
+    for a in AGREEMENT_LABELS:
+        L.append(f"| {a} | " + " | ".join(str(sum(r["table"][a][b] for r in rules)) for b in AGREEMENT_LABELS) + " |")
+    return L + [""]
+
+
+def _kappa(x) -> str:
+    return "–" if x is None or math.isnan(x) else f"{x:.2f}"
+
+
+def _kappa_iv(iv: dict | None) -> str:
+    """'0.42 [0.31, 0.53]' (Student t over seeds), or the one seed's value."""
+    if not iv or iv.get("n", 0) == 0:
+        return "–"
+    return _kappa(iv["mean"]) + ("" if math.isnan(iv["lo"]) else f" [{_kappa(iv['lo'])}, {_kappa(iv['hi'])}]")
 
 
 def _interval_of(values):

@@ -31,6 +31,7 @@ from kgsim.study.stages import (
     ft_models,
     ft_sets,
     ft_splits,
+    known_rules,
     pretrain_stage,
     probe_stage,
     world_stage,
@@ -117,6 +118,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     errors = error_class_counts(edge_sets, world.kg, {m: sets[which] for m, which in ft_models(cfg)})
     res = {"key": key, "seed": seed, "version": RESULT_VERSION, **figs,
            "base": {k: v for k, v in probe.items() if not isinstance(v, np.ndarray)},
+           "known_rules": known_rules(cfg, world, probe),
            "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},
            "two_hop": two_hop_summary(edge_sets, two_hop), "error_classes": errors,
            "checks": checks_json(edge_sets, two_hop),

@@ -23,7 +23,7 @@ import numpy as np
 from kgsim.core import rng as rngs
 from kgsim.core.config import ConfigError, ExperimentConfig
 from kgsim.core.io import write_json, write_npz
-from kgsim.core.known import FT_KNOWN_CATEGORIES, categories, category_counts
+from kgsim.core.known import categories, category_counts, known_rule, rule_agreement
 from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN, UNKNOWN
 from kgsim.nn.model import GPT, build_model, export_hf, load_model
 from kgsim.nn.probe import KgsimLM, exemplar_batches
@@ -160,16 +160,34 @@ def probe_stage(cfg: ExperimentConfig, world: World, base: Base, progress: Progr
     return summary | {"slick_facts": cand, "p_greedy": sk.p_greedy, "p_sample": sk.p_sample}
 
 
+def slick_masks(cfg: ExperimentConfig, world: World, probe: dict) -> tuple[np.ndarray, np.ndarray]:
+    """bool [n_facts] each: the facts SliCK calls Known (category in ``run.known_categories``) and
+    Unknown; a fact not probed, or WeaklyKnown under P_greedy > 0, is neither."""
+    known = np.zeros(world.kg.n_facts, bool)
+    unknown = np.zeros(world.kg.n_facts, bool)
+    cat = categories(probe["p_greedy"], probe["p_sample"])       # the one SliCK rule (kgsim.core.known)
+    known[probe["slick_facts"]] = np.isin(cat, cfg.run.known_categories)
+    unknown[probe["slick_facts"]] = cat == UNKNOWN
+    return known, unknown
+
+
+def known_rules(cfg: ExperimentConfig, world: World, probe: dict) -> dict:
+    """SliCK (``run.known_categories``) against the exposure rule (Known: shown at least
+    ``splits.known_min_exposure`` times; Unknown: never shown) over the probed facts:
+    :func:`kgsim.core.known.rule_agreement` with both rules named."""
+    facts, exposure = probe["slick_facts"], world.kg.exposure[probe["slick_facts"]]
+    known, unknown = slick_masks(cfg, world, probe)
+    out = rule_agreement(known[facts], unknown[facts], exposure >= cfg.splits.known_min_exposure, exposure == 0)
+    return out | {"rows": f"SliCK ({known_rule(cfg.run.known_categories)})",
+                  "columns": f"exposure (Known: shown >= {cfg.splits.known_min_exposure} times, Unknown: never)"}
+
+
 def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
     """The splits the fine-tuning study uses: ground truth (exposure) or measured (SliCK) Known."""
     if cfg.run.known_by == "exposure":
         return world.splits
     kg = world.kg
-    known = np.zeros(kg.n_facts, bool)
-    unknown = np.zeros(kg.n_facts, bool)
-    cat = categories(probe["p_greedy"], probe["p_sample"])       # the one SliCK rule (kgsim.core.known)
-    known[probe["slick_facts"]] = np.isin(cat, FT_KNOWN_CATEGORIES)
-    unknown[probe["slick_facts"]] = cat == UNKNOWN
+    known, unknown = slick_masks(cfg, world, probe)
     try:
         return make_splits(kg, world.qa_subjects, cfg.splits, rngs.stream(cfg.seed, "splits/measured"),
                            known=known, unknown=unknown)

@@ -1,0 +1,103 @@
+"""Known by two rules (issue 12): SliCK's threshold as a config choice, SliCK against the exposure
+ground truth as a confusion table with Cohen's kappa (checked against statsmodels), the masks the
+fine-tuning splits take from it, bad values as one line and exit 2. The table in a finished run's
+report is checked in tests/test_run.py (it needs the smoke run)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from statsmodels.stats.inter_rater import cohens_kappa
+
+from kgsim.cli import main
+from kgsim.core.config import ConfigError, load_config
+from kgsim.core.known import AGREEMENT_LABELS, FT_KNOWN_CATEGORIES, known_rule, rule_agreement
+from kgsim.core.names import HIGHLY_KNOWN, MAYBE_KNOWN, WEAKLY_KNOWN
+from kgsim.study.stages import known_rules, slick_masks
+
+# A rule's class per fact: 0 Known, 1 Unknown, 2 neither.
+classes = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 2)), min_size=1, max_size=60)
+
+
+def masks(pairs):
+    a, b = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return a == 0, a == 1, b == 0, b == 1
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(pairs=classes)
+def test_kappa_matches_statsmodels_and_the_table_partitions_the_facts(pairs):
+    ak, au, bk, bu = masks(pairs)
+    r = rule_agreement(ak, au, bk, bu)
+    assert sum(r["table"][x][y] for x in AGREEMENT_LABELS for y in AGREEMENT_LABELS) == len(pairs)
+    both = (ak | au) & (bk | bu)
+    assert r["n"] == both.sum()
+    if r["n"] == 0:
+        assert np.isnan(r["kappa"]) and np.isnan(r["agreement"])
+        return
+    t = np.array([[r["table"][x][y] for y in ("Known", "Unknown")] for x in ("Known", "Unknown")])
+    assert r["agreement"] == pytest.approx(np.trace(t) / t.sum())
+    p_e = (t.sum(1) @ t.sum(0)) / t.sum() ** 2
+    if p_e == 1:
+        assert np.isnan(r["kappa"])
+    else:
+        assert r["kappa"] == pytest.approx(cohens_kappa(t, return_results=False), abs=1e-12)
+
+
+def test_kappa_by_hand_and_at_the_ends():
+    # 10 facts: Known/Known 4, Known/Unknown 1, Unknown/Known 2, Unknown/Unknown 3
+    pairs = [(0, 0)] * 4 + [(0, 1)] + [(1, 0)] * 2 + [(1, 1)] * 3
+    r = rule_agreement(*masks(pairs))
+    p_o, p_e = 0.7, (5 * 6 + 5 * 4) / 100                      # = 0.5
+    assert r["kappa"] == pytest.approx((p_o - p_e) / (1 - p_e)) == pytest.approx(0.4)
+    assert rule_agreement(*masks([(0, 0), (1, 1)]))["kappa"] == 1.0           # perfect agreement
+    assert rule_agreement(*masks([(0, 1), (1, 0)]))["kappa"] == -1.0          # perfect disagreement
+    with pytest.raises(ValueError, match="both Known and Unknown"):
+        rule_agreement([True], [True], [True], [False])
+
+
+def test_known_rule_names_the_threshold():
+    assert known_rule(FT_KNOWN_CATEGORIES) == "P_greedy > 0"
+    assert known_rule([WEAKLY_KNOWN, MAYBE_KNOWN, HIGHLY_KNOWN]) == "P_correct > 0"
+    assert known_rule([HIGHLY_KNOWN]) == "P_greedy = 1"
+    assert known_rule([WEAKLY_KNOWN]) == "category in {WeaklyKnown}"
+
+
+class _World:
+    """The two attributes slick_masks and known_rules read from a World."""
+
+    def __init__(self, exposure):
+        self.kg = type("KG", (), {"n_facts": len(exposure), "exposure": np.asarray(exposure)})()
+
+
+def test_the_threshold_moves_weakly_known_facts_only():
+    # facts 0..5 probed: HighlyKnown, MaybeKnown, WeaklyKnown, Unknown, Unknown, WeaklyKnown; 6 not probed
+    probe = {"slick_facts": np.arange(6), "p_greedy": np.array([1, .5, 0, 0, 0, 0.]),
+             "p_sample": np.array([1, .5, .2, 0, 0, .1])}
+    world = _World([5, 0, 4, 0, 9, 1, 3])
+    greedy = load_config("smoke")
+    correct = load_config("smoke", overrides=["run.known_categories=['HighlyKnown','MaybeKnown','WeaklyKnown']"])
+    kn_g, unk_g = slick_masks(greedy, world, probe)
+    kn_c, unk_c = slick_masks(correct, world, probe)
+    assert kn_g.tolist() == [1, 1, 0, 0, 0, 0, 0] and kn_c.tolist() == [1, 1, 1, 0, 0, 1, 0]
+    assert unk_g.tolist() == unk_c.tolist() == [0, 0, 0, 1, 1, 0, 0]
+    r = known_rules(greedy, world, probe)          # exposure: Known >= 3 (smoke), Unknown == 0, else neither
+    assert r["table"]["Known"] == {"Known": 1, "Unknown": 1, "neither": 0}
+    assert r["table"]["Unknown"] == {"Known": 1, "Unknown": 1, "neither": 0}
+    assert r["table"]["neither"] == {"Known": 1, "Unknown": 0, "neither": 1}
+    assert r["n"] == 4 and r["kappa"] == pytest.approx(0.0) and "P_greedy > 0" in r["rows"]
+    assert known_rules(correct, world, probe)["table"]["Known"] == {"Known": 2, "Unknown": 1, "neither": 1}
+
+
+@pytest.mark.parametrize("value, message", [
+    ("['Unknown']", "'Unknown' is not one of"),
+    ("[]", "give a non-empty list"),
+    ("['HighlyKnown', 'HighlyKnown']", "name each category once"),
+    ("'HighlyKnown'", "must be a list"),
+])
+def test_bad_known_categories_is_one_line_and_exit_2(capsys, tmp_path, value, message):
+    with pytest.raises(ConfigError, match=f"run.known_categories = .*{message}"):
+        load_config("smoke", overrides=[f"run.known_categories={value}"])
+    code = main(["run", "--preset", "smoke", "--set", f"run.known_categories={value}", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "run.known_categories" in err and message in err
+    assert not (tmp_path / "r").exists()
