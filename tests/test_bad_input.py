@@ -4,9 +4,9 @@ kind (an existing file, an unwritable folder, another command's folder) gives on
 file and the problem, exit 2, and writes nothing. Hypothesis feeds each file reader arbitrary bytes:
 only the documented error escapes.
 
-Fuzzing is derandomised (the same examples on every run and machine, so CI cannot fail by chance);
-``KGSIM_FUZZ=random`` draws fresh examples, ``KGSIM_FUZZ_EXAMPLES=N`` draws N per test, to hunt for
-new failures. Each failure found that way is pinned below as an ``@example``."""
+Fuzzing follows the Hypothesis profile (tests/conftest.py): the same examples on every run and
+machine, at least 150 per reader; ``HYPOTHESIS_PROFILE=hunt`` draws 2,000 fresh random ones per reader
+to look for new failures. Each failure found that way is pinned below as an ``@example``."""
 import gzip
 import json
 import os
@@ -29,8 +29,7 @@ from llm_bridge.models import ModelDirError, check_model_dir
 
 EQ_FIXTURE = Path(__file__).parent / "fixtures" / "entityquestions"
 GOOD_TSV = b"a\tr\tb\nb\tr\tc\nc\ts\ta\n"
-FUZZ = settings(max_examples=int(os.environ.get("KGSIM_FUZZ_EXAMPLES", 150)), deadline=None,
-                derandomize=os.environ.get("KGSIM_FUZZ") != "random", database=None,
+FUZZ = settings(max_examples=max(150, settings.default.max_examples), deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -1,6 +1,6 @@
-"""Known by two rules (issue 12): SliCK's threshold as a config choice, SliCK against the exposure
+"""Known by two rules and test-set filters (issue 12): SliCK's threshold as a config choice, SliCK against the exposure
 ground truth as a confusion table with Cohen's kappa (checked against statsmodels), the masks the
-fine-tuning splits take from it, bad values as one line and exit 2. The table in a finished run's
+fine-tuning splits take from it, the test-set filters' knob, bad values as one line and exit 2. The table in a finished run's
 report is checked in tests/test_run.py (it needs the smoke run)."""
 import numpy as np
 import pytest
@@ -101,3 +101,20 @@ def test_bad_known_categories_is_one_line_and_exit_2(capsys, tmp_path, value, me
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "run.known_categories" in err and message in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("['slick', 'nope']", "run.test_filters[1] = 'nope': must be one of"),
+    ("['exposure', 'exposure']", "run.test_filters = ['exposure', 'exposure']: name each filter once"),
+    ("'unfiltered'", "run.test_filters = 'unfiltered': must be a list"),
+])
+def test_bad_test_filters_is_one_line_and_exit_2(capsys, tmp_path, value, message):
+    code = main(["run", "--preset", "smoke", "--set", f"run.test_filters={value}", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_test_filters_default_and_off():
+    assert load_config("smoke").run.test_filters == ("slick", "exposure", "unfiltered")
+    assert load_config("smoke", overrides=["run.test_filters=[]"]).run.test_filters == ()

@@ -131,6 +131,25 @@ def test_smoke_run_reports_both_rules(smoke_run):
     assert "Known by two rules: SliCK (P_greedy > 0)" in report and "| SliCK \\ exposure | Known |" in report
 
 
+def test_smoke_run_measures_filtered_test_sets(smoke_run):
+    """Issue 12's test-set filters on the finished smoke run (known_by = exposure): the other two
+    filters' sets measured per structural split and prompt, never overlapping fine-tuning, and the
+    report's section with the run's own rows."""
+    res = json.loads((smoke_run / "results.json").read_text())
+    edges = json.loads((smoke_run / "seed-0" / "edges.json").read_text())
+    splits = edges["splits"]
+    for split in ("id", "near-id", "open-world"):
+        assert f"{split}@exposure" not in splits                      # the run's own test set is not drawn again
+        for f in ("slick", "unfiltered"):
+            assert f"{split}@{f}" in splits
+            assert res["per_seed"][0]["gaps"]["con"][f"{split}@{f}"]["zero-shot"] is not None
+    assert len(splits["id@unfiltered"]) == res["config"]["splits"]["test_size"]
+    report = (smoke_run / "report.md").read_text()
+    section = report.split("## Test-set filters")[1].split("\n## ")[0]
+    assert "| id | exposure (own) |" in section and "| open-world | unfiltered |" in section
+    assert "id@unfiltered" not in report.split("## Accuracy and gaps")[1].split("\n## ")[0]
+
+
 def test_smoke_run_classifies_errors(smoke_run):
     """Issue 12's error classes on the finished smoke run: the table in report.md, the figure, and per
     kept edge set counts that partition its n - |E| wrong answers (base: against each FT set)."""

@@ -9,7 +9,7 @@ from kgsim.core.rng import stream
 from kgsim.world.build import build_world
 from kgsim.world.corpus import PAD, Corpus, Vocabulary, build_corpus, parse_facts
 from kgsim.world.graph import GENERATORS, generate
-from kgsim.world.splits import Splits, assign_qa_subjects, make_splits
+from kgsim.world.splits import Splits, assign_qa_subjects, filtered_tests, make_splits, split_pools
 
 SYNTHETIC = sorted(g for g in GENERATORS if g not in ("tsv", "entityquestions"))
 
@@ -82,6 +82,38 @@ def test_corpus_holds_each_fact_exactly_its_exposure(w):
         held_out = np.concatenate([splits.dev, *splits.test.values(), splits.ft_known, splits.ft_unknown])
         assert not np.isin(ids[is_qa], held_out).any()               # no tuned/tested fact in QA form
         assert counts[splits.ft_unknown].sum() == 0
+
+
+@settings(max_examples=60)
+@given(w=worlds(), known_share=st.floats(0, 1), size=st.integers(1, 40))
+def test_filtered_test_sets_keep_their_split_apart_from_fine_tuning(w, known_share, size):
+    """Issue 12's test-set filters: every split@filter set lies in its split's pool (ID: fine-tuning
+    relations; Near-ID: other relations, fine-tuned subjects; Open-World: other relations, other
+    subjects), holds no fine-tuning, dev or demonstration fact and no QA subject, passes its filter,
+    is at most `size` facts (all of the pool when fewer); the run's own test sets come from the same pools."""
+    kg, qa, splits, _ = _world(*w)
+    if splits is None:
+        return
+    rng = np.random.default_rng(w[3])
+    filters = {"slick": rng.random(kg.n_facts) < known_share, "exposure": kg.exposure >= w[2].known_min_exposure,
+               "unfiltered": np.ones(kg.n_facts, bool)}
+    drawn = filtered_tests(kg, splits, filters, size, lambda f, split: stream(w[3], f"filter/{f}/{split}"))
+    pools = split_pools(kg, splits)
+    tuned = np.concatenate([splits.ft_known, splits.ft_unknown, splits.dev, *splits.demos.values()])
+    ft_subjects = kg.s[np.concatenate([splits.ft_known, splits.ft_unknown, splits.dev, splits.test["id"]])]
+    assert set(drawn) == {(split, f) for split in ("id", "near-id", "open-world") for f in filters}
+    for (split, f), ids in drawn.items():
+        assert pools[split][ids].all() and filters[f][ids].all() and len(np.unique(ids)) == len(ids)
+        assert len(ids) == min(size, int((pools[split] & filters[f]).sum()))
+        assert not np.isin(ids, tuned).any() and not qa[kg.s[ids]].any()
+        in_ft = np.isin(kg.r[ids], splits.ft_relations)
+        assert in_ft.all() if split == "id" else not in_ft.any()
+        if split == "near-id":
+            assert np.isin(kg.s[ids], ft_subjects).all()
+        if split == "open-world":
+            assert not np.isin(kg.s[ids], ft_subjects).any()
+    for split in ("id", "near-id", "open-world"):                  # the run's own tests come from the same pools
+        assert pools[split][splits.test[split]].all()
 
 
 def test_rows_cover_the_stream_and_mask_padding():

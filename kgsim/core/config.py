@@ -34,6 +34,7 @@ import tomli_w
 
 from kgsim.core.io import InputFileError, read_text
 from kgsim.core.known import FT_KNOWN_CATEGORIES, known_categories_problem
+from kgsim.core.names import TEST_FILTERS
 
 
 class ConfigError(ValueError):
@@ -285,6 +286,8 @@ class RunConfig:
     known_by: str = "slick"            # "slick": FT-Known / FT-Unknown by SliCK; "exposure": ground truth
     known_categories: tuple[str, ...] = FT_KNOWN_CATEGORIES   # SliCK's FT-Known: P_greedy > 0 (+ WeaklyKnown:
                                                               # P_correct > 0)
+    test_filters: tuple[str, ...] = TEST_FILTERS   # test sets measured per structural split: facts SliCK calls
+                                                   # Known, shown >= splits.known_min_exposure times, or any
     sim_buckets: int = 3               # similarity-quantile test buckets (high / mid / low similarity)
     ft_eval_facts: int = 200           # facts of each FT set scored at every evaluation (fitting curves)
 
@@ -298,6 +301,11 @@ class RunConfig:
         _positive(f"{p}.workers", self.workers)
         if self.known_by not in ("slick", "exposure"):
             _fail(f"{p}.known_by", self.known_by, "must be 'slick' or 'exposure'")
+        for i, f in enumerate(self.test_filters):
+            if f not in TEST_FILTERS:
+                _fail(f"{p}.test_filters[{i}]", f, f"must be one of {list(TEST_FILTERS)}")
+        if len(set(self.test_filters)) != len(self.test_filters):
+            _fail(f"{p}.test_filters", list(self.test_filters), "name each filter once")
         if (why := known_categories_problem(self.known_categories)) is not None:
             _fail(f"{p}.known_categories", list(self.known_categories) if isinstance(self.known_categories, tuple)
                   else self.known_categories, why)

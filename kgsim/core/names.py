@@ -67,6 +67,14 @@ TWO_HOP = "2hop"
 TWO_HOP_HOPS = "2hop-hops"
 TWO_HOP_SPLITS = (TWO_HOP, TWO_HOP_HOPS)
 
+# Test-set filters: which Known rule a structural split's test facts pass. A run's own test sets
+# pass the rule of run.known_by; the others are drawn beside them as ``split@filter``.
+SLICK_FILTER = "slick"
+EXPOSURE_FILTER = "exposure"
+UNFILTERED = "unfiltered"
+TEST_FILTERS = (SLICK_FILTER, EXPOSURE_FILTER, UNFILTERED)
+FILTER_SEP = "@"
+
 # --- prompts ----------------------------------------------------------------------------------
 ZERO_SHOT = "zero-shot"
 DIRECT_TWO_HOP = "direct-2hop"
@@ -120,6 +128,21 @@ def sim_bucket_index(split: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
+def filtered_split(split: str, test_filter: str) -> str:
+    """The name of `split`'s test set drawn with `test_filter` (``id@unfiltered``)."""
+    return f"{split}{FILTER_SEP}{test_filter}"
+
+
+def split_filter(name: str) -> tuple[str, str] | None:
+    """(split, filter) of a :func:`filtered_split` name; None for any other split.
+
+    >>> split_filter("open-world@exposure"), split_filter("open-world")
+    (('open-world', 'exposure'), None)
+    """
+    split, sep, filt = name.partition(FILTER_SEP)
+    return (split, filt) if sep and filt in TEST_FILTERS else None
+
+
 def reference_label(ft_model: str) -> str:
     """The base model's errors classified against `ft_model`'s fine-tuning set (its reference row)."""
     return f"{BASE}@{ft_model}"
@@ -130,9 +153,54 @@ def is_similarity_split(split: str) -> bool:
     return split in SIM_SPLITS or sim_bucket_index(split) is not None
 
 
-__all__ = ["BASE", "BASE_PROMPTS", "CATEGORIES", "CON", "COT", "DIRECT_TWO_HOP", "ERROR_CLASSES", "ES", "FROM_FT_SET",
-           "FT_KNOWN", "FT_MODELS", "FT_UNKNOWN", "HIGHLY_KNOWN", "ID", "MAYBE_KNOWN", "MODELS", "NEAR_ID", "NO_STAGE",
-           "OPEN_WORLD", "OTHER_ERROR", "RIGHT_TYPE", "SIM_BUCKET_PREFIX", "SIM_NEAR_ID", "SIM_OPEN_WORLD",
-           "SIM_SPLITS", "STAGES", "STAGE_TITLES", "STRUCTURAL_SPLITS", "TWO_HOP", "TWO_HOP_HOPS", "TWO_HOP_PROMPTS",
-           "TWO_HOP_SPLITS", "UNKNOWN", "WEAKLY_KNOWN", "ZERO_SHOT", "is_similarity_split", "k_shot_name", "label",
-           "reference_label", "shots_of", "sim_bucket_index", "sim_bucket_names"]
+__all__ = [
+    "BASE",
+    "BASE_PROMPTS",
+    "CATEGORIES",
+    "CON",
+    "COT",
+    "DIRECT_TWO_HOP",
+    "ERROR_CLASSES",
+    "ES",
+    "EXPOSURE_FILTER",
+    "FILTER_SEP",
+    "FROM_FT_SET",
+    "FT_KNOWN",
+    "FT_MODELS",
+    "FT_UNKNOWN",
+    "HIGHLY_KNOWN",
+    "ID",
+    "MAYBE_KNOWN",
+    "MODELS",
+    "NEAR_ID",
+    "NO_STAGE",
+    "OPEN_WORLD",
+    "OTHER_ERROR",
+    "RIGHT_TYPE",
+    "SIM_BUCKET_PREFIX",
+    "SIM_NEAR_ID",
+    "SIM_OPEN_WORLD",
+    "SIM_SPLITS",
+    "SLICK_FILTER",
+    "STAGES",
+    "STAGE_TITLES",
+    "STRUCTURAL_SPLITS",
+    "TEST_FILTERS",
+    "TWO_HOP",
+    "TWO_HOP_HOPS",
+    "TWO_HOP_PROMPTS",
+    "TWO_HOP_SPLITS",
+    "UNFILTERED",
+    "UNKNOWN",
+    "WEAKLY_KNOWN",
+    "ZERO_SHOT",
+    "filtered_split",
+    "is_similarity_split",
+    "k_shot_name",
+    "label",
+    "reference_label",
+    "shots_of",
+    "sim_bucket_index",
+    "sim_bucket_names",
+    "split_filter",
+]

@@ -117,13 +117,16 @@ def _two_hop_pool(world: World) -> np.ndarray:
 
 
 def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT, ft_paths: dict,
-                 progress=lambda *a: None) -> dict:
-    """All edge sets of one seed. `ft_paths[(model, stage)]` is a safetensors path.
-    Returns {"edge_sets": [EdgeSet], "two_hop": TwoHopQueries, "splits": {name: fact ids}}."""
+                 progress=lambda *a: None, filtered: dict[str, np.ndarray] | None = None) -> dict:
+    """All edge sets of one seed. `ft_paths[(model, stage)]` is a safetensors path; `filtered` adds
+    test sets (``split@filter`` -> fact ids, :func:`kgsim.study.stages.filter_test_sets`) measured
+    with the same prompts. Returns {"edge_sets": [EdgeSet], "two_hop": TwoHopQueries, "splits":
+    {name: fact ids}}."""
     kg, v = world.kg, world.corpus.vocab
     test = {k: splits.test[k] for k in STRUCTURAL_SPLITS}
     buckets, _ = similarity_buckets(base, world, splits, cfg.run.sim_buckets)
     test |= buckets
+    test |= {k: ids for k, ids in (filtered or {}).items() if len(ids)}
     prompts = {}
     for name, facts in test.items():
         s, r = kg.s[facts], kg.r[facts]

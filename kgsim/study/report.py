@@ -15,7 +15,9 @@ from kgsim.core.known import AGREEMENT_LABELS  # noqa: E402
 from kgsim.core.names import (  # noqa: E402
     BASE,
     CATEGORIES,
+    CON,
     ERROR_CLASSES,
+    ES,
     FROM_FT_SET,
     FT_KNOWN,
     FT_MIXED,
@@ -30,11 +32,14 @@ from kgsim.core.names import (  # noqa: E402
     STAGE_TITLES,
     STAGES,
     STRUCTURAL_SPLITS,
+    TEST_FILTERS,
     TWO_HOP_SPLITS,
     ZERO_SHOT,
     k_shot_name,
     label,
+    filtered_split,
     reference_label,
+    split_filter,
 )
 from kgsim.study.results import interval, summarise_observation  # noqa: E402
 from kgsim.world.plots import _save  # noqa: E402
@@ -242,7 +247,8 @@ def render(res: dict, run_dir: Path) -> Path:
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]
-    L += _base_section(res, agg) + gap_tables(res, agg) + error_class_section(agg) + _two_hop_section(agg)
+    L += (_base_section(res, agg) + gap_tables(res, agg) + test_filter_section(res, agg) + error_class_section(agg)
+          + _two_hop_section(agg))
     L += checks_section(res)
     L += ["## Figures", ""] + [f"![{k}](figures/{Path(v).name})" for k, v in figs.items()] + [""]
     path = run_dir / "report.md"
@@ -336,13 +342,53 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
         L += [f"### {STAGE_TITLES[st]}", "", "| split | prompt | FT-Known | FT-Unknown | Δ (points) | base |"
               + (" ft-mixed |" if mixed else ""), "|---|---|---|---|---|---|" + ("---|" if mixed else "")]
         for split in gaps.get(st, {}):
-            if split in TWO_HOP_SPLITS:
+            if split in TWO_HOP_SPLITS or split_filter(split):         # filtered test sets: their own section
                 continue
             for p in prompts:
                 L.append(f"| {split} | {p} | {_f(_get(acc, label(FT_KNOWN, st), split, p))} | "
                          f"{_f(_get(acc, label(FT_UNKNOWN, st), split, p))} | {_f(_get(gaps, st, split, p))} | "
                          f"{_f(_get(acc, BASE, split, p))} |"
                          + (f" {_f(_get(acc, label(FT_MIXED, st), split, p))} |" if mixed else ""))
+        L.append("")
+    return L
+
+
+def test_filter_section(res: dict, agg: dict) -> list[str]:
+    """Markdown lines: each structural split's gaps on test facts drawn with each filter of
+    ``run.test_filters`` (SliCK-Known, exposure-Known, any), zero-shot and k-shot, and the k-shot
+    shrink (zero-shot gap minus k-shot gap, per seed then over seeds): how far the Known filter on
+    test sets decides O3. Empty for a run without filtered test sets."""
+    acc = agg.get("accuracy", {})
+    gaps = agg.get("gaps", {})
+    drawn = [split_filter(n) for n in gaps.get(CON, {}) if split_filter(n)]
+    if not drawn:
+        return []
+    by = res["config"]["run"]["known_by"]
+    rows = sorted(set(drawn) | {(split, by) for split in STRUCTURAL_SPLITS},   # the run's own: the plain split
+                  key=lambda sf: (STRUCTURAL_SPLITS.index(sf[0]), TEST_FILTERS.index(sf[1])))
+    per_seed = res["per_seed"]
+    ks = list(res["config"]["prompts"]["k_shots"])
+    k = 4 if 4 in ks else max(ks)
+    kp = k_shot_name(k)
+    L = ["## Test-set filters", "",
+         "Every structural split's test facts drawn three ways from the same pool (one fact per query, "
+         "statement-only subjects, no fine-tuning or dev fact): those SliCK calls Known on the base model "
+         "(**slick**), those shown at least `splits.known_min_exposure` times in pretraining (**exposure**), "
+         f"and any (**unfiltered**). This run's own test sets are the `{by}` rows (`run.known_by`). "
+         f"Shrink = zero-shot gap minus {kp} gap, per seed (points; 95% intervals as in the gap tables).", ""]
+    for st in (CON, ES):
+        L += [f"### {STAGE_TITLES[st]}", "",
+              f"| split | filter | N | FT-Known | FT-Unknown | Δ zero-shot | Δ {kp} | shrink |", "|---|---|---|---|---|---|---|---|"]
+        for split, filt in rows:
+            n = split if filt == by else filtered_split(split, filt)
+            sizes = [_get(s.get("sizes", {}), label(FT_KNOWN, st), n, ZERO_SHOT) for s in per_seed]
+            size = "/".join(sorted({str(x["N"]) for x in sizes if x}))
+            shrink = _interval_of([_get(s["gaps"], st, n, ZERO_SHOT) - _get(s["gaps"], st, n, kp)
+                                   for s in per_seed if _get(s["gaps"], st, n, kp) is not None])
+            L.append(f"| {split} | {filt}{' (own)' if filt == by else ''} | {size} | "
+                     f"{_f(_get(acc, label(FT_KNOWN, st), n, ZERO_SHOT))} | "
+                     f"{_f(_get(acc, label(FT_UNKNOWN, st), n, ZERO_SHOT))} | {_f(_get(gaps, st, n, ZERO_SHOT))} | "
+                     f"{_f(_get(gaps, st, n, kp))} | {_f(shrink)} |")
         L.append("")
     return L
 

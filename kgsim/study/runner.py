@@ -30,6 +30,7 @@ from kgsim.study.stages import (
     finetune_stage,
     ft_models,
     ft_sets,
+    filter_test_sets,
     ft_splits,
     known_rules,
     pretrain_stage,
@@ -108,7 +109,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     splits = ft_splits(cfg, world, probe)
     ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress) for m, which in ft_models(cfg)}
     paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in STAGES}
-    meas = measure_seed(cfg, world, splits, base.model, paths, progress)
+    meas = measure_seed(cfg, world, splits, base.model, paths, progress, filter_test_sets(cfg, world, probe, splits))
     edge_sets: list[EdgeSet] = meas["edge_sets"]
     two_hop: TwoHopQueries = meas["two_hop"]
     write_json(out / "edges.json", {"edge_sets": [e.to_json() for e in edge_sets],

@@ -24,7 +24,16 @@ from kgsim.core import rng as rngs
 from kgsim.core.config import ConfigError, ExperimentConfig
 from kgsim.core.io import write_json, write_npz
 from kgsim.core.known import categories, category_counts, known_rule, rule_agreement
-from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN, UNKNOWN
+from kgsim.core.names import (
+    EXPOSURE_FILTER,
+    FT_KNOWN,
+    FT_MIXED,
+    FT_UNKNOWN,
+    SLICK_FILTER,
+    UNFILTERED,
+    UNKNOWN,
+    filtered_split,
+)
 from kgsim.nn.model import GPT, build_model, export_hf, load_model
 from kgsim.nn.probe import KgsimLM, exemplar_batches
 from kgsim.nn.train import TokenRows, TrainResult, train
@@ -34,7 +43,7 @@ from kgsim.world.build import World, build_world, load_world, save_world, world_
 from kgsim.world.corpus import PAD
 from kgsim.world.loaded import input_fingerprint
 from kgsim.world.prompts import statement, zero_shot
-from kgsim.world.splits import Splits, make_splits, probe_candidates
+from kgsim.world.splits import Splits, filtered_tests, make_splits, probe_candidates
 
 Progress = Callable[[str, int, int], None]          # (stage, done, total)
 
@@ -180,6 +189,21 @@ def known_rules(cfg: ExperimentConfig, world: World, probe: dict) -> dict:
     out = rule_agreement(known[facts], unknown[facts], exposure >= cfg.splits.known_min_exposure, exposure == 0)
     return out | {"rows": f"SliCK ({known_rule(cfg.run.known_categories)})",
                   "columns": f"exposure (Known: shown >= {cfg.splits.known_min_exposure} times, Unknown: never)"}
+
+
+def filter_test_sets(cfg: ExperimentConfig, world: World, probe: dict, splits: Splits) -> dict[str, np.ndarray]:
+    """``{split@filter: fact ids}`` for every structural split and every filter of ``run.test_filters``
+    (:func:`kgsim.world.splits.filtered_tests`): the facts SliCK calls Known, those shown at least
+    ``splits.known_min_exposure`` times, or any; ``splits.test_size`` each at most, never a fine-tuning
+    or dev fact. The filter of ``run.known_by`` is the run's own test set (the plain split name):
+    it is not drawn again."""
+    kg = world.kg
+    masks = {SLICK_FILTER: slick_masks(cfg, world, probe)[0], EXPOSURE_FILTER: kg.exposure >= cfg.splits.known_min_exposure,
+             UNFILTERED: np.ones(kg.n_facts, bool)}
+    wanted = {f: masks[f] for f in cfg.run.test_filters if f != cfg.run.known_by}
+    drawn = filtered_tests(kg, splits, wanted, cfg.splits.test_size,
+                           lambda f, split: rngs.stream(cfg.seed, f"splits/filter/{f}/{split}"))
+    return {filtered_split(split, f): ids for (split, f), ids in drawn.items()}
 
 
 def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:

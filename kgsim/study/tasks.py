@@ -80,11 +80,13 @@ def _h(*parts) -> str:
 
 
 def finetune_key(cfg: ExperimentConfig, which: str) -> str:
-    """What a fine-tuned model depends on: the whole protocol except the test-time prompts and the
-    similarity buckets (measured later), and the Unknown share except for the mixed set."""
+    """What a fine-tuned model depends on: the whole protocol except the test-time prompts, the
+    similarity buckets and the test-set filters (measured later), and the Unknown share except for
+    the mixed set."""
     d = protocol_dict(cfg)
     d.pop("prompts")
     d["run"].pop("sim_buckets", None)
+    d["run"].pop("test_filters", None)
     if which != "mixed":
         d["finetune"].pop("unknown_share", None)
     return _h(d, cfg.seed, which)

@@ -41,6 +41,7 @@ from kgsim.core.config import ConfigError, SplitConfig
 from kgsim.core.kg import KnowledgeGraph
 
 TEST_SPLITS = ("id", "near-id", "open-world")
+OW_TYPED_RULE = "other relations, other subjects, subject types no fine-tuning relation takes"
 
 
 @dataclass
@@ -242,7 +243,7 @@ def make_splits(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: SplitConfig, r
     ft_types = np.unique(kg.relation_domain[ft_rels])
     far = other & ~ft_subjects[kg.s]
     far_typed = far & ~np.isin(kg.entity_types[kg.s], ft_types)
-    ow_rule = "other relations, other subjects, subject types no fine-tuning relation takes"
+    ow_rule = OW_TYPED_RULE
     if far_typed.sum() < cfg.test_size:
         far_typed, ow_rule = far, "other relations, other subjects (too few of other types)"
     open_world = _take(ids[far_typed], cfg.test_size, "splits.test_size",
@@ -265,6 +266,44 @@ def make_splits(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: SplitConfig, r
                     {"id": test_id, "near-id": near, "open-world": open_world}, two_hop, demos, meta)
     splits.check_disjoint()
     return splits
+
+
+def split_pools(kg: KnowledgeGraph, splits: Splits) -> dict[str, np.ndarray]:
+    """bool [n_facts] per structural split: every fact its test set could have been drawn from
+    before the Known filter, by the rules of :func:`make_splits` (one fact per query, statement-only
+    subjects, never a fine-tuning or dev fact):
+
+    - ``id``: the fine-tuning relations;
+    - ``near-id``: other relations with a demonstration pool, about subjects of the fine-tuning, dev
+      or ID test facts;
+    - ``open-world``: those relations about other subjects, of types no fine-tuning relation takes
+      where the split's own rule asked for it (``meta["open_world_rule"]``)."""
+    rep = query_representatives(kg) & ~splits.qa_subjects[kg.s]
+    tuned = np.zeros(kg.n_facts, bool)
+    tuned[np.concatenate([splits.ft_known, splits.ft_unknown, splits.dev])] = True
+    in_ft = np.isin(kg.r, splits.ft_relations)
+    ft_subjects = np.zeros(kg.n_entities, bool)
+    ft_subjects[kg.s[np.concatenate([splits.ft_known, splits.ft_unknown, splits.dev, splits.test["id"]])]] = True
+    other = rep & ~in_ft & np.isin(kg.r, prompt_relations(kg, splits))
+    far = other & ~ft_subjects[kg.s]
+    if splits.meta.get("open_world_rule") == OW_TYPED_RULE:
+        far &= ~np.isin(kg.entity_types[kg.s], np.unique(kg.relation_domain[splits.ft_relations]))
+    return {"id": rep & in_ft & ~tuned, "near-id": other & ft_subjects[kg.s], "open-world": far}
+
+
+def filtered_tests(kg: KnowledgeGraph, splits: Splits, filters: dict[str, np.ndarray], size: int,
+                   rng_for) -> dict[tuple[str, str], np.ndarray]:
+    """Per structural split and filter (name -> bool [n_facts], the facts it lets through): up to
+    `size` facts of the split's :func:`split_pools` pool that pass the filter (all of them when fewer),
+    sorted; ``rng_for(filter, split)`` gives each draw its own generator."""
+    pools = split_pools(kg, splits)
+    out = {}
+    for name, mask in filters.items():
+        for split, pool in pools.items():
+            ids = np.flatnonzero(pool & mask)
+            out[(split, name)] = ids if len(ids) <= size else np.sort(rng_for(name, split).choice(ids, size,
+                                                                                                  replace=False))
+    return out
 
 
 def _ft_relations(kg: KnowledgeGraph, cfg: SplitConfig, prompt_rels: np.ndarray, known: np.ndarray,
