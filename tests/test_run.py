@@ -150,6 +150,17 @@ def test_smoke_run_measures_filtered_test_sets(smoke_run):
     assert "id@unfiltered" not in report.split("## Accuracy and gaps")[1].split("\n## ")[0]
 
 
+def test_smoke_run_measures_the_hops_inside_the_cot_prompt(smoke_run):
+    """Issue 12's in-prompt CoT prediction: a query with both hops right inside the prompt (the bridge
+    named, the second step right given the true bridge) is answered right by CoT, so the in-prompt
+    prediction never exceeds CoT, the bridge or the second hop; the report shows the columns."""
+    th = json.loads((smoke_run / "results.json").read_text())["per_seed"][0]["two_hop"]
+    assert th
+    for v in th.values():
+        assert v["predicted_cot_in_prompt"] <= min(v["cot"], v["bridge"], v["hop2_in_prompt"]) + 1e-12
+    assert "CoT predicted (in prompt)" in (smoke_run / "report.md").read_text()
+
+
 def test_smoke_run_classifies_errors(smoke_run):
     """Issue 12's error classes on the finished smoke run: the table in report.md, the figure, and per
     kept edge set counts that partition its n - |E| wrong answers (base: against each FT set)."""

@@ -1,4 +1,6 @@
 """Splits and corpus: disjointness, what pretraining may and may not contain, exposure accounting."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 from kgsim.core.config import ConfigError, CorpusConfig, GraphConfig, SplitConfig, load_config
 from kgsim.core.rng import stream
 from kgsim.world.build import build_world
-from kgsim.world.corpus import PAD, Corpus, Vocabulary, build_corpus, parse_facts
+from kgsim.world.corpus import A, BOS, EOS, PAD, Q, Corpus, Vocabulary, build_corpus, composed_qa_rows, parse_facts
 from kgsim.world.graph import GENERATORS, generate
 from kgsim.world.splits import Splits, assign_qa_subjects, filtered_tests, make_splits, split_pools
 
@@ -114,6 +116,42 @@ def test_filtered_test_sets_keep_their_split_apart_from_fine_tuning(w, known_sha
             assert not np.isin(kg.s[ids], ft_subjects).any()
     for split in ("id", "near-id", "open-world"):                  # the run's own tests come from the same pools
         assert pools[split][splits.test[split]].all()
+
+
+@settings(max_examples=40)
+@given(w=worlds(), share=st.floats(0.05, 1))
+def test_composed_qa_adds_documents_and_changes_nothing_else(w, share):
+    """Issue 12's 2-hop in format: with corpus.two_hop_qa_share > 0 the stream is share 0's stream
+    with composed-QA documents <bos> <q> s Q1 Q2 <a> a <eos> inserted between documents: one per
+    repetition of each drawn query (QA subjects, both hops shown, as often as the less-shown hop);
+    fact counts are unchanged."""
+    gcfg, ccfg, scfg, seed = w
+    gcfg = dataclasses.replace(gcfg, n_composed=max(gcfg.n_composed, 1))
+    kg = generate(gcfg, stream(seed, "graph"))
+    qa = assign_qa_subjects(kg.n_entities, ccfg.qa_subject_share, stream(seed, "qa"))
+    plain = build_corpus(kg, qa, ccfg, stream(seed, "corpus"))
+    mixed = build_corpus(kg, qa, dataclasses.replace(ccfg, two_hop_qa_share=share), stream(seed, "corpus"))
+    v = plain.vocab
+    rng = stream(seed, "corpus")
+    build_corpus(kg, qa, ccfg, rng)                                  # advance as the builder did, then draw
+    expected = composed_qa_rows(kg, qa, share, rng)
+    docs = np.split(mixed.stream, np.flatnonzero(mixed.stream == BOS)[1:])
+    is_q = lambda t: (t >= v.question_offset) & (t < v.size)                                  # noqa: E731
+    composed = [d for d in docs if len(d) == 8 and d[1] == Q and is_q(d[3]) and is_q(d[4])]
+    rest = [d for d in docs if not (len(d) == 8 and d[1] == Q and is_q(d[3]) and is_q(d[4]))]
+    assert np.array_equal(np.concatenate(rest) if rest else np.zeros(0, np.int32), plain.stream)
+    assert len(composed) == expected[:, 5].sum() == mixed.n_docs - plain.n_docs
+    got = sorted(tuple(int(x) for x in (d[2] - v.entity_offset, d[3] - v.question_offset, d[4] - v.question_offset,
+                                        d[6] - v.entity_offset)) for d in composed)
+    want = sorted(tuple(int(x) for x in r[[0, 1, 2, 4]]) for r in np.repeat(expected, expected[:, 5], axis=0))
+    assert got == want and all(d[5] == A and d[7] == EOS for d in composed)
+    if len(expected):
+        assert qa[expected[:, 0]].all()
+        f1 = kg.fact_ids(expected[:, 0], expected[:, 1], expected[:, 3])
+        f2 = kg.fact_ids(expected[:, 3], expected[:, 2], expected[:, 4])
+        assert (expected[:, 5] == np.minimum(kg.exposure[f1], kg.exposure[f2])).all() and (expected[:, 5] > 0).all()
+    s_, r_, a_, _ = parse_facts(mixed.stream, v)                                              # facts as before
+    assert np.array_equal(np.bincount(kg.fact_ids(s_, r_, a_), minlength=kg.n_facts), kg.exposure)
 
 
 def test_rows_cover_the_stream_and_mask_padding():

@@ -118,9 +118,11 @@ class CorpusConfig:
     surface_forms: int = 1             # statement tokens per relation (augmentation)
     qa_subject_share: float = 0.5      # subjects whose facts also appear as QA documents (mixed pretraining)
     shuffle_facts: bool = True         # permute the order of facts inside each document
+    two_hop_qa_share: float = 0.0      # share of QA subjects' 2-hop queries shown as composed QA (<q> s Q1 Q2 <a> a)
 
     def validate(self, p: str) -> None:
         _positive(f"{p}.facts_per_doc", self.facts_per_doc)
+        _fraction(f"{p}.two_hop_qa_share", self.two_hop_qa_share)
         _fraction(f"{p}.relation_doc_share", self.relation_doc_share)
         _positive(f"{p}.surface_forms", self.surface_forms)
         _fraction(f"{p}.qa_subject_share", self.qa_subject_share, open_high=True)
@@ -360,9 +362,18 @@ class ExperimentConfig:
                   f"more than the graph's relations ({self.graph.n_relations})")
 
     def section_hash(self, *sections: str) -> str:
-        """Hash of the named sections (and the seed): the cache key of an artefact made from them."""
-        blob = {"seed": self.seed} | {s: to_dict(getattr(self, s)) for s in sections}
+        """Hash of the named sections (and the seed): the cache key of an artefact made from them. A
+        key added after caches existed (:data:`NEUTRAL_KEYS`) counts only when set away from the value
+        that changes nothing, so worlds and models cached before it still match."""
+        blob = {"seed": self.seed} | {s: _hashed(s, to_dict(getattr(self, s))) for s in sections}
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+NEUTRAL_KEYS = {("corpus", "two_hop_qa_share"): 0.0}     # (section, key): the value that changes nothing
+
+
+def _hashed(section: str, d: dict) -> dict:
+    return {k: v for k, v in d.items() if NEUTRAL_KEYS.get((section, k), object()) != v}
 
 
 LOADED_GENERATORS = {"tsv", "entityquestions"}

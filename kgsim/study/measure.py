@@ -157,12 +157,17 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
             m_hat = answers(model, first)
             second = cot_second_hop(v, first, rows, m_hat)
             ok_cot = answers(model, second) == v.entity(rows[:, 4])
+            # the hops inside the CoT prompt: the bridge step, and the second step given the true bridge
+            bridge_ok = m_hat == v.entity(rows[:, 3])
+            ok2 = answers(model, cot_second_hop(v, first, rows, v.entity(rows[:, 3]))) == v.entity(rows[:, 4])
             two_hop = TwoHopQueries(rows, hop1, hop2)
             one_hop = np.concatenate([hop1, hop2])
             e1 = edges_from_batch(model, kg, v, one_hop, zero_shot(v, kg.s[one_hop], kg.r[one_hop]),
                                   model_name=model_name, stage=stage, split=TWO_HOP_HOPS)
             edge_sets += [EdgeSet(ids, ok_direct, model=model_name, stage=stage, prompt=DIRECT_TWO_HOP, split=TWO_HOP),
                           EdgeSet(ids, ok_cot, model=model_name, stage=stage, prompt=COT, split=TWO_HOP,
-                                  meta={"bridge_correct": float((m_hat == v.entity(rows[:, 3])).mean())}), e1]
+                                  meta={"bridge_correct": float(bridge_ok.mean()),
+                                        "second_hop_given_bridge": float(ok2.mean()),
+                                        "both_hops_in_prompt": float((bridge_ok & ok2).mean())}), e1]
     progress("measure", len(models), len(models))
     return {"edge_sets": edge_sets, "two_hop": two_hop, "splits": {k: v_.tolist() for k, v_ in test.items()}}

@@ -424,13 +424,23 @@ def _two_hop_section(agg) -> list[str]:
     th = agg.get("two_hop", {})
     if not th:
         return []
+    in_prompt = any(v.get("predicted_cot_in_prompt") is not None for v in th.values())
     L = ["## 2-hop queries: direct vs Chain of Thought", "",
-         "CoT predicted = share of 2-hop queries whose two one-hop facts are both in the model's zero-shot "
-         "edge set (path connectivity); measured = CoT accuracy.", "",
-         "| model | direct | CoT measured | CoT predicted | bridge correct |", "|---|---|---|---|---|"]
+         "CoT predicted (zero-shot) = share of 2-hop queries whose two one-hop facts are both in the model's "
+         "zero-shot edge set (path connectivity); measured = CoT accuracy. "
+         + ("In the CoT prompt: bridge = first step names the bridge entity; 2nd hop = second step right when "
+            "given the true bridge; predicted (in prompt) = both right for the same query, the hops measured "
+            "where CoT runs (the zero-shot prediction misses what the prompt adds or takes away). "
+            if in_prompt else "")
+         + "Direct 2-hop is in format only when pretraining shows composed questions "
+           "(`corpus.two_hop_qa_share` > 0).", "",
+         "| model | direct | CoT measured | CoT predicted (zero-shot) | bridge | "
+         + ("2nd hop (in prompt) | CoT predicted (in prompt) |" if in_prompt else ""),
+         "|---|---|---|---|---|" + ("---|---|" if in_prompt else "")]
     for m, v in th.items():
         L.append(f"| {m} | {_f(v.get('direct'))} | {_f(v.get('cot'))} | {_f(v.get('predicted_cot'))} | "
-                 f"{_f(v.get('bridge'))} |")
+                 f"{_f(v.get('bridge'))} |"
+                 + (f" {_f(v.get('hop2_in_prompt'))} | {_f(v.get('predicted_cot_in_prompt'))} |" if in_prompt else ""))
     return L + [""]
 
 

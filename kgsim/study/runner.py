@@ -131,7 +131,9 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
 
 def two_hop_summary(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> dict:
     """Per model (``model/stage`` label): direct and CoT 2-hop accuracy, bridge accuracy, and the CoT
-    accuracy predicted from the zero-shot one-hop edge sets of the hop facts (path connectivity).
+    accuracy predicted from the zero-shot one-hop edge sets of the hop facts (path connectivity);
+    where the CoT edge set records them (kgsim), the second hop inside the CoT prompt given the true
+    bridge and the share of queries with both hops right inside the prompt (the in-prompt prediction).
     kgsim's hop edge set holds the first hops then the second hops, in query order (as
     :func:`kgsim.study.measure.measure_seed` measures them); another (the bridge's: each hop fact
     once) is read by fact id."""
@@ -151,7 +153,9 @@ def two_hop_summary(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> dict:
         cot, direct = by[(model, stage, TWO_HOP, COT)], by.get((model, stage, TWO_HOP, DIRECT_TWO_HOP))
         out[e.label] = {"direct": direct.fact() if direct else None, "cot": cot.fact(),
                         "predicted_cot": float((hop1 & hop2).mean()), "bridge": cot.meta.get("bridge_correct"),
-                        "hop1": float(hop1.mean()), "hop2": float(hop2.mean())}
+                        "hop1": float(hop1.mean()), "hop2": float(hop2.mean()),
+                        "hop2_in_prompt": cot.meta.get("second_hop_given_bridge"),
+                        "predicted_cot_in_prompt": cot.meta.get("both_hops_in_prompt")}
     return out
 
 

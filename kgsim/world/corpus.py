@@ -8,7 +8,13 @@ per relation in question form (``Q3``), plus specials. Formats:
   either of one subject or of one relation (``relation_doc_share`` of each fact's repetitions go
   to relation-grouped documents, so in-context patterns across subjects exist to learn);
 - **mixed pretraining**: documents about QA subjects (see :func:`kgsim.world.splits.assign_qa_subjects`)
-  are written in question-answer form with probability 1/2, all others only as statements.
+  are written in question-answer form with probability 1/2, all others only as statements;
+- **composed QA** (``corpus.two_hop_qa_share`` > 0): that share of the QA subjects' 2-hop queries
+  whose hops are both shown, as one-item documents ``<bos> <q> s Q1 Q2 <a> a <eos>`` (the direct
+  2-hop prompt's format), each as often as its less-shown hop, placed between the other documents
+  at random. The one-hop documents are exactly those of share 0, and composed items do not count as
+  facts (:func:`parse_facts` does not read them), so direct 2-hop queries of statement-only subjects
+  are in format without being shown.
 
 Each fact appears exactly ``exposure`` times in the corpus (never-exposed facts never);
 :func:`parse_facts` recovers the per-fact counts from the tokens alone, which the tests use to
@@ -161,7 +167,42 @@ def build_corpus(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: CorpusConfig,
     stream[o + 4] = vocab.entity(a[qa])
     last = np.append(doc_of[1:] != doc_of[:-1], True) if len(reps) else np.zeros(0, bool)
     stream[off + item_len - 1] = np.where(last, EOS, SEP)
+    if cfg.two_hop_qa_share > 0:                    # drawn after every one-hop draw: those stay as at share 0
+        composed = composed_qa_rows(kg, qa_subjects, cfg.two_hop_qa_share, rng)
+        stream, n_extra = _insert_composed(stream, np.sort(doc_start), composed, vocab, rng)
+        n_docs += n_extra
     return Corpus(vocab, stream, n_docs, config_hash)
+
+
+def composed_qa_rows(kg: KnowledgeGraph, qa_subjects: np.ndarray, share: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """int64 [n, 6]: (s, r1, r2, m, a, times) of the 2-hop queries pretraining shows as composed QA:
+    ``round(share * n)`` of the n queries of QA subjects whose two hops are both shown, drawn
+    uniformly, each ``times`` = its less-shown hop's exposure."""
+    rows = kg.two_hop()
+    if not len(rows):
+        return np.zeros((0, 6), np.int64)
+    f1, f2 = kg.fact_ids(rows[:, 0], rows[:, 1], rows[:, 3]), kg.fact_ids(rows[:, 3], rows[:, 2], rows[:, 4])
+    rows, f1, f2 = (x[qa_subjects[rows[:, 0]] & (kg.exposure[f1] > 0) & (kg.exposure[f2] > 0)] for x in (rows, f1, f2))
+    pick = np.sort(rng.choice(len(rows), int(round(share * len(rows))), replace=False))
+    times = np.minimum(kg.exposure[f1[pick]], kg.exposure[f2[pick]])
+    return np.concatenate([rows[pick], times[:, None]], 1).astype(np.int64)
+
+
+def _insert_composed(stream: np.ndarray, starts: np.ndarray, composed: np.ndarray, vocab: Vocabulary,
+                     rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """`stream` with one document ``<bos> <q> s Q1 Q2 <a> a <eos>`` per repetition of each composed
+    row, each placed before a uniformly drawn document (or at the end); returns (stream, documents added)."""
+    rep = np.repeat(composed, composed[:, 5], axis=0)
+    if not len(rep):
+        return stream, 0
+    n = len(rep)
+    docs = np.stack([np.full(n, BOS), np.full(n, Q), vocab.entity(rep[:, 0]), vocab.question_relation(rep[:, 1]),
+                     vocab.question_relation(rep[:, 2]), np.full(n, A), vocab.entity(rep[:, 4]), np.full(n, EOS)],
+                    1).astype(stream.dtype)
+    docs = docs[rng.permutation(n)]
+    at = np.sort(rng.choice(np.append(starts, len(stream)), n))     # insertion points: document boundaries
+    return np.insert(stream, np.repeat(at, docs.shape[1]), docs.reshape(-1)), n
 
 
 def parse_facts(tokens: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

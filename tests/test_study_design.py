@@ -1,7 +1,12 @@
-"""Known by two rules and test-set filters (issue 12): SliCK's threshold as a config choice, SliCK against the exposure
-ground truth as a confusion table with Cohen's kappa (checked against statsmodels), the masks the
-fine-tuning splits take from it, the test-set filters' knob, bad values as one line and exit 2. The table in a finished run's
-report is checked in tests/test_run.py (it needs the smoke run)."""
+"""Issue 12's study-design knobs. Known by two rules and test-set filters: SliCK's threshold as a
+config choice, SliCK against the exposure ground truth as a confusion table with Cohen's kappa
+(checked against statsmodels), the masks the fine-tuning splits take from it, the test-set filters'
+knob, bad values as one line and exit 2; the tables in a finished run's report are checked in
+tests/test_run.py (they need the smoke run). 2-hop in format: the composed-QA
+knob's bad values; the corpus it writes is checked in tests/test_world.py."""
+import hashlib
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,7 +14,7 @@ from hypothesis import strategies as st
 from statsmodels.stats.inter_rater import cohens_kappa
 
 from kgsim.cli import main
-from kgsim.core.config import ConfigError, load_config
+from kgsim.core.config import ConfigError, load_config, to_dict
 from kgsim.core.known import AGREEMENT_LABELS, FT_KNOWN_CATEGORIES, known_rule, rule_agreement
 from kgsim.core.names import HIGHLY_KNOWN, MAYBE_KNOWN, WEAKLY_KNOWN
 from kgsim.study.stages import known_rules, slick_masks
@@ -118,3 +123,24 @@ def test_bad_test_filters_is_one_line_and_exit_2(capsys, tmp_path, value, messag
 def test_test_filters_default_and_off():
     assert load_config("smoke").run.test_filters == ("slick", "exposure", "unfiltered")
     assert load_config("smoke", overrides=["run.test_filters=[]"]).run.test_filters == ()
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])
+def test_bad_two_hop_qa_share_is_one_line_and_exit_2(capsys, tmp_path, value):
+    code = main(["run", "--preset", "smoke", "--set", f"corpus.two_hop_qa_share={value}", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "corpus.two_hop_qa_share" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_two_hop_qa_share_zero_keeps_every_cache_key():
+    """A knob added after caches existed hashes only away from its no-op value: the corpus section
+    at share 0 hashes as it did before the key existed, so cached worlds and base models still match."""
+    from kgsim.study.stages import base_hash
+    from kgsim.world.build import world_hash
+    cfg = load_config("smoke")
+    before = {k: v for k, v in to_dict(cfg.corpus).items() if k != "two_hop_qa_share"}
+    blob = json.dumps({"seed": cfg.seed, "corpus": before}, sort_keys=True).encode()
+    assert cfg.section_hash("corpus") == hashlib.sha256(blob).hexdigest()[:16]
+    some = load_config("smoke", overrides=["corpus.two_hop_qa_share=0.5"])
+    assert world_hash(some) != world_hash(cfg) and base_hash(some) != base_hash(cfg)
