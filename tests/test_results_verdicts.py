@@ -1,10 +1,20 @@
-"""The observation verdict rule on constructed results: one primary claim decides; an interval
-that covers 0 gives "undecided" (never "does not hold"); secondary claims are Holm-corrected."""
+"""The observation verdict rule on constructed results: one primary claim, declared in the config,
+decides; an interval that covers 0 gives "undecided" (never "does not hold") unless two one-sided
+tests show equivalence within the declared margin ("fails"); secondary claims are Holm-corrected;
+bad rules are one line and exit 2 before any work."""
 import numpy as np
 import pytest
 
-from kgsim.study.results import PRIMARY, observations, summarise_observation
-from kgsim.study.stats import holm
+from kgsim.core.config import VerdictConfig
+from kgsim.study.results import (
+    EQUIVALENT,
+    PRIMARY,
+    check_verdicts,
+    observations,
+    summarise_observation,
+    verdict_rules,
+)
+from kgsim.study.stats import holm, seeds_needed
 
 SPLITS = ("id", "near-id", "open-world")
 PROMPTS = ("zero-shot", "1-shot", "4-shot")
@@ -48,3 +58,75 @@ def test_secondary_claims_are_holm_corrected_within_their_observation():
         raw = [c["p"] for _, c in sec]
         assert [c["p_holm"] for _, c in sec] == pytest.approx(holm(raw).tolist())
         assert all(c["p_holm"] >= c["p"] for _, c in sec)
+
+
+# --- declared rules ([verdicts]): equivalence margin, target effect, the primary by name -------
+
+def _rules(**kw):
+    return verdict_rules(VerdictConfig(**kw))
+
+
+def test_noise_well_inside_the_margin_fails_by_equivalence_and_outside_it_stays_undecided():
+    """Spread 0.02 around 0 over 8 seeds: TOST shows |mean| < 0.05 (fails: equivalent to 0); with a
+    margin of 0.005 it cannot (undecided). The TOST p is statsmodels' one-sample TOST."""
+    from statsmodels.stats.weightstats import ttost_paired
+
+    seeds = _seeds(lambda st, sp, pr: 0.0)
+    wide = observations(seeds, (1, 4), [], rules=_rules(margin=0.05))
+    primary = wide["O1"][PRIMARY["O1"]]
+    assert primary["verdict"] == EQUIVALENT
+    assert summarise_observation(wide["O1"]).startswith("fails (equivalent to 0 within ±5 points")
+    values = np.array(primary["values"])
+    p_sm = ttost_paired(values, np.zeros_like(values), -0.05, 0.05)[0]
+    assert primary["p_equivalence"] == pytest.approx(p_sm, rel=1e-9)
+    narrow = observations(seeds, (1, 4), [], rules=_rules(margin=0.005))
+    assert summarise_observation(narrow["O1"]).startswith("undecided")
+    assert narrow["O1"][PRIMARY["O1"]]["verdict"] == "inconclusive"
+
+
+def test_a_clear_effect_is_never_called_equivalent():
+    grows = lambda st, sp, pr: (0.5 if st == "con" else 0.1)  # noqa: E731
+    obs = observations(_seeds(grows), (1, 4), [], rules=_rules(margin=0.5))
+    assert summarise_observation(obs["O1"]) == "holds"
+
+
+def test_seeds_for_the_target_effect_come_from_the_spread():
+    obs = observations(_seeds(lambda st, sp, pr: 0.0), (1, 4), [], rules=_rules(margin=0.001, target_effect=0.1))
+    c = obs["O1"][PRIMARY["O1"]]
+    assert c["seeds_for_target"] == seeds_needed(float(np.std(c["values"], ddof=1)), 0.1)
+    assert f"{c['seeds_for_target']} seeds would detect 10" in summarise_observation(obs["O1"])
+
+
+def test_the_declared_primary_decides():
+    """Primary O3 moved from 4-shot to 1-shot: only the 1-shot claim carries the flag, and the
+    observation follows it (the 1-shot prompt shrinks the gap, the 4-shot one widens it)."""
+    g = lambda st, sp, pr: {"zero-shot": 0.3, "1-shot": 0.1, "4-shot": 0.6}[pr]  # noqa: E731
+    default = observations(_seeds(g), (1, 4), [])
+    assert summarise_observation(default["O3"]) == "fails"
+    moved = observations(_seeds(g), (1, 4), [], rules=_rules(primary_o3="con: 1-shot shrinks the ID gap"))
+    assert summarise_observation(moved["O3"]) == "holds"
+    assert [n for n, c in moved["O3"].items() if c.get("primary")] == ["con: 1-shot shrinks the ID gap"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("verdicts.primary_o3='con: 3-shot shrinks the ID gap'", "verdicts.primary_o3 = 'con: 3-shot shrinks the ID gap': "
+                                                            "not a claim of O3 in this run"),
+    ("verdicts.margin=0", "verdicts.margin = 0"),
+    ("verdicts.margin=5", "verdicts.margin = 5.0: gaps are fractions"),
+    ("verdicts.target_effect=-0.1", "verdicts.target_effect = -0.1"),
+    ("verdicts.primary_o1=''", "verdicts.primary_o1 = ''"),
+])
+def test_bad_verdict_rules_are_one_line_and_exit_2(capsys, tmp_path, override, message):
+    from kgsim.cli import main
+
+    code = main(["run", "--preset", "smoke", "--set", override, "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_every_preset_declares_primaries_its_run_judges():
+    from kgsim.core.config import load_config
+
+    for preset in ("smoke", "default"):
+        check_verdicts(load_config(preset))

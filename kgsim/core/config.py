@@ -316,6 +316,30 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class VerdictConfig:
+    """How the observations are judged, declared before the run: one primary claim per observation
+    (claim names as in results.json's ``observations``), the equivalence margin below which an effect
+    counts as absent (two one-sided tests), and the effect the report says how many seeds would need.
+    Gaps are fractions: 0.05 = 5 points."""
+
+    primary_o1: str = "gap_grows_es_to_con"
+    primary_o2: str = "con: gap_open_world_smaller_than_id"
+    primary_o3: str = "con: 4-shot shrinks the ID gap"
+    margin: float = 0.05               # "no effect" only when equivalence within ±margin is shown (TOST)
+    target_effect: float = 0.10        # the report gives the seeds a one-sample t-test needs for this effect
+
+    def validate(self, p: str) -> None:
+        for key in ("primary_o1", "primary_o2", "primary_o3"):
+            if not getattr(self, key).strip():
+                _fail(f"{p}.{key}", getattr(self, key), "name one claim of the observation")
+        _finite(f"{p}.margin", self.margin, minimum=0.0, open_low=True)
+        _finite(f"{p}.target_effect", self.target_effect, minimum=0.0, open_low=True)
+        for key in ("margin", "target_effect"):
+            if getattr(self, key) > 1:
+                _fail(f"{p}.{key}", getattr(self, key), "gaps are fractions in [-1, 1]: 0.05 = 5 points")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """The whole tree. `seed` is the one seed every stream derives from."""
 
@@ -330,6 +354,7 @@ class ExperimentConfig:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    verdicts: VerdictConfig = field(default_factory=VerdictConfig)
 
     def validate(self, p: str = "") -> None:
         _nonneg("seed", self.seed)

@@ -20,6 +20,7 @@ from kgsim.study.results import (
     cut_to_unit,
     error_class_intervals,
     observations,
+    verdict_rules,
 )
 from kgsim.study.runner import check_seed, two_hop_summary
 
@@ -36,7 +37,7 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     cut to [0, 1] (:func:`kgsim.study.results.cut_to_unit`).
     """
     boot = one_seed_bootstrap(out, per_seed)
-    agg, obs = summarise(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot)
+    agg, obs = summarise(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot, verdict_rules(cfg.verdicts))
     res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
            "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed, "aggregate": agg,
            "observations": obs, "wall_time_s": wall_s}
@@ -44,11 +45,13 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     return render(res, out)
 
 
-def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict | None = None) -> tuple[dict, dict]:
+def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict | None = None,
+              rules: dict | None = None) -> tuple[dict, dict]:
     """(aggregate, observations) of per-seed figures, for both model families' runs: every numeric
     figure over seeds with its interval (accuracies cut to [0, 1]); with one seed's bootstrap `boot`
     (:func:`kgsim.study.results.bootstrap_gaps`), the gaps' bootstrap intervals instead; the error
-    classes' shares where the seeds have them; the O1-O3 verdicts."""
+    classes' shares where the seeds have them; the O1-O3 verdicts under `rules`
+    (:func:`kgsim.study.results.verdict_rules`: declared primaries, equivalence margin, target effect)."""
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop") if k in s}
                      for s in per_seed])
     agg["accuracy"] = cut_to_unit(agg["accuracy"])        # Student t cut to [0, 1]
@@ -58,7 +61,7 @@ def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict 
         agg["error_classes"] = errors
     if all("known_rules" in s for s in per_seed):         # kgsim's runs: SliCK against exposure
         agg["known_rules"] = aggregate([{k: s["known_rules"][k] for k in ("kappa", "agreement")} for s in per_seed])
-    return agg, observations(per_seed, tuple(k_shots), sim_buckets, boot=boot)
+    return agg, observations(per_seed, tuple(k_shots), sim_buckets, boot=boot, rules=rules)
 
 
 def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:

@@ -229,21 +229,30 @@ def render(res: dict, run_dir: Path) -> Path:
     if boot:
         L += ["One seed: the intervals of gaps and of the claims below are 95% bootstrap intervals over "
               "test facts; they cover test-set sampling only (training randomness needs more seeds).", ""]
+    vc = res["config"].get("verdicts")
+    eq_rule = (f", or when two one-sided tests show it inside ±{100 * vc['margin']:g} points (verdict "
+               f"\"equivalent to 0\", `verdicts.margin`)" if vc else "")
+    target = (f"; \"seeds for {100 * vc['target_effect']:g}\" gives the seeds a one-sample t-test needs to detect "
+              f"{100 * vc['target_effect']:g} points at 80% power, from this run's spread" if vc else "")
     L += ["## Observations", "",
-          "Each observation is judged on one primary claim, fixed before any run: it **holds** when the "
-          "claim's 95% interval excludes 0 on the claimed side, **fails** when it excludes 0 on the other "
-          "side, and is **undecided** otherwise (an interval covering 0 is absence of evidence; the column "
-          "\"detectable\" gives the effect these seeds could find at 80% power). The other claims are "
-          "secondary: with several seeds their t-test p-values are Holm-corrected within the observation.", ""]
+          "Each observation is judged on one primary claim, declared in the config before the run "
+          "(`[verdicts]`): it **holds** when the claim's 95% interval excludes 0 on the claimed side, "
+          f"**fails** when it excludes 0 on the other side{eq_rule}, and is **undecided** otherwise (an interval "
+          "covering 0 is absence of evidence; the column \"detectable\" gives the effect these seeds could "
+          f"find at 80% power{target}). The other claims are secondary: with several seeds their t-test "
+          "p-values are Holm-corrected within the observation.", ""]
+    tgt = f"seeds for {100 * vc['target_effect']:g}" if vc else "seeds for target"
     for name, text in (("O1", "Δ_fact > 0 in-distribution, and it grows from ES to Con."),
                        ("O2", "the gap persists on Near-ID data and shrinks or vanishes on Open-World data"),
                        ("O3", "few-shot and CoT prompts shrink the gap (and in many settings reverse it)")):
         parts = res["observations"][name]
         L += [f"**{name}** ({text}): **{summarise_observation(parts)}** in this run (judged on its "
               "primary claim).", "",
-              "| claim | value (points) | verdict | detectable at 80% power | Holm p |", "|---|---|---|---|---|"]
+              f"| claim | value (points) | verdict | detectable at 80% power | {tgt} | TOST p | Holm p |",
+              "|---|---|---|---|---|---|---|"]
         L += [f"| {'**primary**: ' if v.get('primary') else ''}{k} | {_f(v)} | {v['verdict']} | "
-              f"{_pts(v.get('mde'))} | {_p(v.get('p_holm'))} |" for k, v in parts.items()]
+              f"{_pts(v.get('mde'))} | {v.get('seeds_for_target', '')} | {_p(v.get('p_equivalence'))} | "
+              f"{_p(v.get('p_holm'))} |" for k, v in parts.items()]
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]

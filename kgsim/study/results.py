@@ -22,6 +22,7 @@ from collections import defaultdict
 import numpy as np
 from scipy import stats
 
+from kgsim.core.config import ConfigError, VerdictConfig
 from kgsim.core.edges import EdgeSet
 from kgsim.core.error_classes import error_counts
 from kgsim.core.kg import KnowledgeGraph
@@ -44,9 +45,10 @@ from kgsim.core.names import (
     ZERO_SHOT,
     k_shot_name,
     reference_label,
+    sim_bucket_names,
 )
 from kgsim.core.rng import stream
-from kgsim.study.stats import holm, mde
+from kgsim.study.stats import holm, mde, seeds_needed, tost
 
 
 def gap_pairs(edge_sets: list[EdgeSet]) -> dict[tuple[str, str, str], tuple[EdgeSet, EdgeSet]]:
@@ -191,10 +193,16 @@ def aggregate(per_seed: list[dict]) -> dict:
 # Observations
 # --------------------------------------------------------------------------------------------
 
-def verdict(values: list[float], positive: bool = True) -> dict:
+EQUIVALENT = "equivalent to 0"
+
+
+def verdict(values: list[float], positive: bool = True, margin: float | None = None,
+            target: float | None = None) -> dict:
     """Whether per-seed `values` are > 0 (positive=True) or < 0, judged on the 95% interval; with
     the two-sided one-sample t-test's ``p`` and the effect the seeds could detect at 80% power
-    (``mde``, same units as the values)."""
+    (``mde``, same units as the values). An inconclusive interval becomes :data:`EQUIVALENT` when
+    two one-sided tests show the mean inside ±`margin` (``p_equivalence``); `target` adds the seeds
+    a test needs to detect that effect at 80% power (``seeds_for_target``)."""
     iv = interval(values)
     if iv["n"] == 0:
         return iv | {"verdict": "not measured"}
@@ -204,7 +212,15 @@ def verdict(values: list[float], positive: bool = True) -> dict:
     x = np.asarray([v for v in values if v is not None and not math.isnan(v)], float)
     sd = float(x.std(ddof=1))
     p = float(stats.ttest_1samp(x, 0.0).pvalue) if sd > 0 else (0.0 if x.mean() != 0 else 1.0)
-    return iv | {"verdict": _judge(iv["lo"], iv["hi"], positive), "p": p, "mde": mde(sd, len(x))}
+    out = iv | {"verdict": _judge(iv["lo"], iv["hi"], positive), "p": p, "mde": mde(sd, len(x))}
+    if margin is not None:
+        eq = tost(x, margin)
+        out |= {"margin": margin, "p_equivalence": eq["p"]}
+        if out["verdict"] == "inconclusive" and eq["equivalent"]:
+            out["verdict"] = EQUIVALENT
+    if target is not None:
+        out |= {"target_effect": target, "seeds_for_target": seeds_needed(sd, target) if sd > 0 else 2}
+    return out
 
 
 def _judge(lo: float, hi: float, positive: bool) -> str:
@@ -315,30 +331,60 @@ def _claims(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str]
     return {"O1": o1, "O2": o2, "O3": o3}
 
 
-# One primary contrast per observation, fixed before any run (the decisive-verdicts issue's
-# defaults); every other claim is secondary: Holm-corrected across its observation, shown as such.
-PRIMARY = {"O1": "gap_grows_es_to_con",
-           "O2": f"{CON}: gap_open_world_smaller_than_id",
-           "O3": f"{CON}: 4-shot shrinks the ID gap"}
+# One primary contrast per observation, declared in the config before the run (``[verdicts]``,
+# kgsim.core.config.VerdictConfig; these are its defaults); every other claim is secondary:
+# Holm-corrected across its observation, shown as such.
+_DEFAULT = VerdictConfig()
+PRIMARY = {"O1": _DEFAULT.primary_o1, "O2": _DEFAULT.primary_o2, "O3": _DEFAULT.primary_o3}
+
+
+def verdict_rules(cfg: VerdictConfig | None) -> dict:
+    """``{"primary": {observation: claim}, "margin": m, "target_effect": t}`` from a ``[verdicts]``
+    section (None: the defaults with no margin and no target, as results written before it)."""
+    if cfg is None:
+        return {"primary": PRIMARY, "margin": None, "target_effect": None}
+    return {"primary": {"O1": cfg.primary_o1, "O2": cfg.primary_o2, "O3": cfg.primary_o3},
+            "margin": cfg.margin, "target_effect": cfg.target_effect}
+
+
+def claim_names(k_shots: tuple[int, ...], sim_names: list[str], two_hop: bool = True) -> dict[str, list[str]]:
+    """The claims a kgsim run judges (structural splits measured, 2-hop when `two_hop`), per observation."""
+    gaps = {st: {sp: {} for sp in (ID, NEAR_ID, OPEN_WORLD, *sim_names, *((TWO_HOP,) if two_hop else ()))}
+            for st in STAGES}
+    return {o: list(parts) for o, parts in _claims([{"gaps": gaps}], k_shots, sim_names).items()}
+
+
+def check_verdicts(cfg) -> None:
+    """Raise ConfigError naming the key when a declared primary claim is not one this run judges."""
+    names = claim_names(tuple(cfg.prompts.k_shots), sim_bucket_names(cfg.run.sim_buckets), cfg.prompts.cot)
+    for o, key in (("O1", "primary_o1"), ("O2", "primary_o2"), ("O3", "primary_o3")):
+        value = getattr(cfg.verdicts, key)
+        if value not in names[o]:
+            shown = ", ".join(repr(n) for n in names[o][:6]) + (", ..." if len(names[o]) > 6 else "")
+            raise ConfigError(f"verdicts.{key} = {value!r}: not a claim of {o} in this run (its claims: {shown})")
 
 
 def observations(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str],
-                 boot: dict | None = None) -> dict:
+                 boot: dict | None = None, rules: dict | None = None) -> dict:
     """O1, O2, O3 (science.md §1) judged on per-seed gaps; every sub-claim with its interval. With
     one seed and `boot` (:func:`bootstrap_gaps` of its edge sets), on the bootstrap interval.
-    The primary claim of each observation (:data:`PRIMARY`) carries ``"primary": True``; with
+    `rules` (:func:`verdict_rules`) name each observation's primary claim, which carries
+    ``"primary": True``, and the equivalence margin and target effect of :func:`verdict`; with
     several seeds the secondary claims carry ``p_holm``, their t-test p-values Holm-adjusted within
     the observation."""
+    rules = rules or verdict_rules(None)
     claims = _claims(per_seed, k_shots, sim_names)
     if len(per_seed) == 1 and boot:
         reps = _claims([boot], k_shots, sim_names)                        # values: arrays of replicates
         out = {o: {name: bootstrap_verdict(vals[0], reps[o][name][0], pos) for name, (vals, pos) in parts.items()}
                for o, parts in claims.items()}
     else:
-        out = {o: {name: verdict(vals, pos) for name, (vals, pos) in parts.items()} for o, parts in claims.items()}
+        out = {o: {name: verdict(vals, pos, rules["margin"], rules["target_effect"])
+                   for name, (vals, pos) in parts.items()} for o, parts in claims.items()}
+    primary = rules["primary"]
     for o, parts in out.items():
-        if PRIMARY.get(o) in parts:
-            parts[PRIMARY[o]]["primary"] = True
+        if primary.get(o) in parts:
+            parts[primary[o]]["primary"] = True
         secondary = [n for n, c in parts.items() if not c.get("primary") and "p" in c and not math.isnan(c["p"])]
         for n, p_adj in zip(secondary, holm([parts[n]["p"] for n in secondary])):
             parts[n]["p_holm"] = float(p_adj)
@@ -360,8 +406,12 @@ def summarise_observation(parts: dict) -> str:
         return "holds"
     if v == "opposite" or v.startswith("does not hold"):
         return "fails"
+    if v == EQUIVALENT:
+        return f"fails (equivalent to 0 within ±{100 * primary['margin']:g} points, TOST p = {primary['p_equivalence']:.3g})"
     if v == "not measured":
         return "not measured"
     m = primary.get("mde")
-    return "undecided" + (f" (detectable at 80% power with these seeds: {100 * m:.1f} points)"
+    need = (f"; {primary['seeds_for_target']} seeds would detect {100 * primary['target_effect']:g}"
+            if primary.get("seeds_for_target") else "")
+    return "undecided" + (f" (detectable at 80% power with these seeds: {100 * m:.1f} points{need})"
                           if m is not None and not math.isnan(m) else " (one seed: test-fact sampling only)")

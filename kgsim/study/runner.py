@@ -25,7 +25,7 @@ from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import write_json, write_text
 from kgsim.core.names import COT, DIRECT_TWO_HOP, FT_MODELS, STAGES, TWO_HOP, TWO_HOP_HOPS, sim_bucket_names
 from kgsim.study.measure import measure_seed
-from kgsim.study.results import error_class_counts, seed_figures
+from kgsim.study.results import check_verdicts, error_class_counts, seed_figures
 from kgsim.study.stages import (
     finetune_stage,
     ft_models,
@@ -55,8 +55,18 @@ def protocol_dict(cfg: ExperimentConfig) -> dict:
     return d
 
 
+def seed_key(cfg: ExperimentConfig, seed: int) -> dict:
+    """What one seed's measured numbers depend on: the protocol without the verdict rules (judged at
+    the end, from every seed) and with the seed."""
+    d = protocol_dict(replace(cfg, seed=seed))
+    d.pop("verdicts", None)
+    return d | {"seed": seed}
+
+
 def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> None:
-    """Refuse a directory holding another run; write config.toml for a new one."""
+    """Refuse a declared primary claim the run does not judge (ConfigError) and a directory holding
+    another run; write config.toml for a new one."""
+    check_verdicts(cfg)
     f = out / "config.toml"
     if f.is_file():
         try:
@@ -94,7 +104,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     cfg = replace(cfg, seed=seed)
     out = run_dir / f"seed-{seed}"
     done = out / "results.json"
-    key = protocol_dict(cfg) | {"seed": seed}
+    key = seed_key(cfg, seed)
     if done.is_file():
         res = json.loads(done.read_text())
         if res.get("key") == key:

@@ -41,7 +41,7 @@ import torch
 
 from kgsim.core.config import ExperimentConfig, replace
 from kgsim.study.finish import finish
-from kgsim.study.runner import protocol_dict, run_seed
+from kgsim.study.runner import protocol_dict, run_seed, seed_key
 from kgsim.study.stages import base_hash, finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
 from kgsim.world.build import world_hash, world_is_current
 
@@ -81,12 +81,13 @@ def _h(*parts) -> str:
 
 def finetune_key(cfg: ExperimentConfig, which: str) -> str:
     """What a fine-tuned model depends on: the whole protocol except the test-time prompts, the
-    similarity buckets and the test-set filters (measured later), and the Unknown share except for
-    the mixed set."""
+    similarity buckets and the test-set filters (measured later), the verdict rules (judged at the end),
+    and the Unknown share except for the mixed set."""
     d = protocol_dict(cfg)
     d.pop("prompts")
     d["run"].pop("sim_buckets", None)
     d["run"].pop("test_filters", None)
+    d.pop("verdicts", None)
     if which != "mixed":
         d["finetune"].pop("unknown_share", None)
     return _h(d, cfg.seed, which)
@@ -157,7 +158,7 @@ def seed_task(cfg: ExperimentConfig, seed: int, run_dir: str, cache: str, links:
         if not link.exists():
             link.symlink_to(os.path.relpath(target, seed_dir), target_is_directory=True)
     done = seed_dir / "results.json"
-    key = protocol_dict(replace(cfg, seed=seed)) | {"seed": seed}          # as run_seed keys its results
+    key = seed_key(cfg, seed)                                            # as run_seed keys its results
     cached = done.is_file() and json.loads(done.read_text()).get("key") == key
     res = run_seed(cfg, seed, Path(run_dir), Path(cache))
     return {"result": res, "task": _done(rec, cached)}
