@@ -161,6 +161,23 @@ def test_smoke_run_measures_the_hops_inside_the_cot_prompt(smoke_run):
     assert "CoT predicted (in prompt)" in (smoke_run / "report.md").read_text()
 
 
+def test_smoke_run_measures_recall_cot(smoke_run):
+    """Issue 12's one-hop CoT variant on the finished smoke run: a recall-CoT edge set for every model
+    and structural split over the split's facts (every smoke subject has facts of several relations),
+    the share of related facts recalled, its O3 claim, and its rows in the report."""
+    res = json.loads((smoke_run / "results.json").read_text())
+    edges = json.loads((smoke_run / "seed-0" / "edges.json").read_text())
+    recall = [e for e in edges["edge_sets"] if e["prompt"] == "recall-cot"]
+    assert {(e["model"], e["stage"], e["split"]) for e in recall} == {
+        (m, st, sp) for m, st in (("base", ""), ("ft-known", "es"), ("ft-known", "con"), ("ft-unknown", "es"),
+                                  ("ft-unknown", "con")) for sp in ("id", "near-id", "open-world")}
+    for e in recall:
+        assert e["test_ids"] == edges["splits"][e["split"]] and 0 <= e["meta"]["recall_correct"] <= 1
+        assert len(e["meta"]["induced"][0]) == 2 * res["config"]["prompts"]["cot_shots"]
+    assert "con: recall-CoT shrinks the ID gap" in res["observations"]["O3"]
+    assert "| id | recall-cot |" in (smoke_run / "report.md").read_text()
+
+
 def test_smoke_run_classifies_errors(smoke_run):
     """Issue 12's error classes on the finished smoke run: the table in report.md, the figure, and per
     kept edge set counts that partition its n - |E| wrong answers (base: against each FT set)."""

@@ -3,7 +3,8 @@ config choice, SliCK against the exposure ground truth as a confusion table with
 (checked against statsmodels), the masks the fine-tuning splits take from it, the test-set filters'
 knob, bad values as one line and exit 2; the tables in a finished run's report are checked in
 tests/test_run.py (they need the smoke run). 2-hop in format: the composed-QA
-knob's bad values; the corpus it writes is checked in tests/test_world.py."""
+knob's bad values; the corpus it writes is checked in tests/test_world.py. Recall-CoT: the related
+fact it recalls, its two prompt steps token by token, its config checks."""
 import hashlib
 import json
 
@@ -144,3 +145,47 @@ def test_two_hop_qa_share_zero_keeps_every_cache_key():
     assert cfg.section_hash("corpus") == hashlib.sha256(blob).hexdigest()[:16]
     some = load_config("smoke", overrides=["corpus.two_hop_qa_share=0.5"])
     assert world_hash(some) != world_hash(cfg) and base_hash(some) != base_hash(cfg)
+
+
+# --- recall-CoT (one hop: recall another fact of the subject, then answer) ----------------------
+
+def _kg():
+    from kgsim.core.kg import KnowledgeGraph
+    # subject 0: relations 0, 1, 2; subject 1: relation 0 only; answers are entities 2-5
+    return KnowledgeGraph(entity_types=[0, 0, 1, 1, 1, 1], relation_domain=[0, 0, 0], relation_range=[1, 1, 1],
+                          s=[0, 0, 0, 1], r=[0, 1, 2, 0], a=[2, 3, 4, 5], exposure=[1, 1, 1, 1],
+                          popularity=np.full(6, 1 / 6))
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**31))
+def test_related_facts_are_the_subjects_other_relations(seed):
+    from kgsim.world.prompts import related_facts
+
+    kg = _kg()
+    rel = related_facts(kg, np.array([0, 1, 2, 3]), np.random.default_rng(seed))
+    for f, g in zip([0, 1, 2], rel[:3]):
+        assert g >= 0 and kg.s[g] == kg.s[f] and kg.r[g] != kg.r[f]
+    assert rel[3] == -1                                            # subject 1 has no other relation
+
+
+def test_recall_prompts_token_by_token():
+    from kgsim.world.corpus import Vocabulary
+    from kgsim.world.prompts import recall_first, recall_second
+
+    kg, v = _kg(), Vocabulary(n_entities=6, n_relations=3)
+    first = recall_first(v, kg, np.array([0]), np.array([2]), np.array([[1]]), np.array([[0]]))
+    assert v.decode(first.tokens[0]) == "<bos> <q> E0 Q0 <a> E2 <sep> <q> E0 Q1 <a> E3 <sep> <q> E0 Q2 <a>"
+    assert first.induced.tolist() == [[1, 0]]
+    second = recall_second(v, first, np.array([0]), np.array([0]), np.array([v.entity(4)]))
+    assert v.decode(second.tokens[0]).endswith("<q> E0 Q2 <a> E4 <sep> <q> E0 Q0 <a>")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["prompts.cot_shots=40"], "prompts.cot_shots = 40"),
+    (["prompts.cot=false", "prompts.cot_shots=40"], "prompts.cot_shots = 40"),
+])
+def test_recall_cot_prompts_must_fit(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", overrides=overrides)
+    load_config("smoke", overrides=["prompts.cot=false", "prompts.recall_cot=false", "prompts.cot_shots=40"])

@@ -272,6 +272,7 @@ class PromptConfig:
     k_shots: tuple[int, ...] = (1, 2, 4, 8)
     cot: bool = True                   # measure 2-hop queries directly and with Chain of Thought
     cot_shots: int = 2                 # demonstrations (full paths) in the 2-hop prompts
+    recall_cot: bool = True            # one-hop CoT on the structural splits: recall a related fact, then answer
 
     def validate(self, p: str) -> None:
         for i, k in enumerate(self.k_shots):
@@ -369,11 +370,15 @@ class ExperimentConfig:
         if max_k > floor:
             _fail("prompts.k_shots", list(self.prompts.k_shots),
                   f"k = {max_k} exceeds the demonstrations available per relation ({pool})")
+        if self.prompts.recall_cot and self.prompts.cot_shots > floor:
+            _fail("prompts.cot_shots", self.prompts.cot_shots,
+                  f"recall-CoT draws its demonstrations per relation and only {floor} are available ({pool})")
         if self.probe.n_shots > floor:
             _fail("probe.n_shots", self.probe.n_shots,
                   f"exceeds the demonstrations available per relation ({pool})")
         need = {"prompts.k_shots": 1 + 6 * max_k + 4, "probe.n_shots": 1 + 6 * self.probe.n_shots + 4,
-                "prompts.cot_shots": (1 + 12 * self.prompts.cot_shots + 10) if self.prompts.cot else 0}
+                "prompts.cot_shots": (1 + 12 * self.prompts.cot_shots + 10)      # 2-hop CoT and recall-CoT
+                if self.prompts.cot or self.prompts.recall_cot else 0}
         for key, n in need.items():
             if n > self.model.n_ctx:
                 value = list(self.prompts.k_shots) if key == "prompts.k_shots" else \

@@ -80,6 +80,7 @@ ZERO_SHOT = "zero-shot"
 DIRECT_TWO_HOP = "direct-2hop"
 COT = "cot"
 TWO_HOP_PROMPTS = (DIRECT_TWO_HOP, COT)
+RECALL_COT = "recall-cot"            # one-hop CoT: recall another fact of the subject, then answer
 BASE_PROMPTS = (ZERO_SHOT, DIRECT_TWO_HOP)       # what a prompt's gains and losses are counted against
 
 # --- SliCK categories -------------------------------------------------------------------------

@@ -6,7 +6,8 @@ hidden state of the zero-shot question) to the fine-tuning queries' representati
 neighbour over FT-Known ∪ FT-Unknown, so both models are scored on the same buckets).
 
 Prompts: zero-shot, k-shot for every k of ``prompts.k_shots`` (the same demonstrations for every
-model, drawn once per split and k), and on the 2-hop set: ``direct-2hop`` and ``cot``, plus the
+model, drawn once per split and k), recall-CoT on the structural splits (``prompts.recall_cot``: the
+model first answers another question about the subject, then the query), and on the 2-hop set: ``direct-2hop`` and ``cot``, plus the
 zero-shot one-hop edge sets of the hop facts (for the path-connectivity prediction).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kgsim.core.names import (
     COT,
     DIRECT_TWO_HOP,
     NO_STAGE,
+    RECALL_COT,
     STRUCTURAL_SPLITS,
     TWO_HOP,
     TWO_HOP_HOPS,
@@ -44,6 +46,9 @@ from kgsim.world.prompts import (
     direct_two_hop,
     draw_demonstrations,
     k_shot,
+    recall_first,
+    recall_second,
+    related_facts,
     two_hop_demos,
     zero_shot,
 )
@@ -107,6 +112,27 @@ def similarity_buckets(base: GPT, world: World, splits: Splits, n_buckets: int) 
     return {name: np.sort(pooled[part]) for name, part in zip(sim_bucket_names(n_buckets), parts)}, sim
 
 
+def recall_prompts(cfg: ExperimentConfig, world: World, splits: Splits) -> dict[str, tuple]:
+    """Per structural split: (facts, their related facts, the first recall-CoT step), for the test
+    facts whose subject has a fact of another relation; ``prompts.cot_shots`` demonstrations of QA
+    subjects (each with its own related fact), drawn per split from the seed's streams."""
+    kg, v = world.kg, world.corpus.vocab
+    pairs = np.unique(np.stack([kg.s, kg.r], 1), axis=0)                        # distinct (subject, relation)
+    has_other = np.bincount(pairs[:, 0], minlength=kg.n_entities)[kg.s] >= 2   # a fact of another relation
+    demos = {r: pool[has_other[pool]] for r, pool in splits.demos.items()}
+    out = {}
+    for split in STRUCTURAL_SPLITS:
+        facts = splits.test[split][has_other[splits.test[split]]]
+        if not len(facts):
+            continue
+        rng = rngs.stream(cfg.seed, f"prompts/{split}/{RECALL_COT}")
+        related = related_facts(kg, facts, rng)
+        demo = draw_demonstrations(kg.r[facts], cfg.prompts.cot_shots, demos, rng, exclude=facts)
+        demo_related = related_facts(kg, demo.reshape(-1), rng).reshape(demo.shape)
+        out[split] = (facts, related, recall_first(v, kg, facts, related, demo, demo_related))
+    return out
+
+
 def _two_hop_pool(world: World) -> np.ndarray:
     """2-hop rows of QA subjects with both hops exposed: demonstrations for 2-hop prompts."""
     kg = world.kg
@@ -134,6 +160,7 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
         for k in cfg.prompts.k_shots:
             demo = draw_demonstrations(r, k, splits.demos, rngs.stream(cfg.seed, f"prompts/{name}/{k}"))
             prompts[(name, k_shot_name(k))] = k_shot(v, s, r, demo, kg)
+    recall = recall_prompts(cfg, world, splits) if cfg.prompts.recall_cot else {}
     rows = splits.two_hop
     two_hop_prompts = None
     if cfg.prompts.cot and len(rows):
@@ -150,6 +177,13 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
         for (split, pname), batch in prompts.items():
             edge_sets.append(edges_from_batch(model, kg, v, test[split], batch, model_name=model_name, stage=stage,
                                               split=split))
+        for split, (facts, related, first) in recall.items():
+            b_hat = answers(model, first)
+            second = recall_second(v, first, kg.s[facts], kg.r[facts], b_hat)
+            e = edges_from_batch(model, kg, v, facts, second, model_name=model_name, stage=stage, split=split)
+            recalled = kg.is_correct(kg.s[related], kg.r[related], b_hat - v.entity_offset)
+            e.meta.update(recall_correct=float(recalled.mean()), n_split=int(len(test[split])))
+            edge_sets.append(e)
         if two_hop_prompts is not None:
             direct, first, hop1, hop2 = two_hop_prompts
             ids = np.arange(len(rows))

@@ -27,6 +27,7 @@ from kgsim.core.names import (  # noqa: E402
     NEAR_ID,
     OPEN_WORLD,
     OTHER_ERROR,
+    RECALL_COT,
     RIGHT_TYPE,
     SIM_SPLITS,
     STAGE_TITLES,
@@ -345,15 +346,23 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
     and the base model (each an interval dict of `agg`; prompts from ``res["config"]["prompts"]``)."""
     acc, gaps = agg.get("accuracy", {}), agg.get("gaps", {})
     prompts = [ZERO_SHOT, *(k_shot_name(k) for k in res["config"]["prompts"]["k_shots"])]
+    if any(RECALL_COT in by_prompt for by_split in gaps.values() for by_prompt in by_split.values()):
+        prompts.append(RECALL_COT)
     mixed = any(k.startswith(FT_MIXED + "/") for k in acc)           # 0 < finetune.unknown_share < 1
     L = ["## Accuracy and gaps", ""]
+    recall = agg.get("recall_cot", {})
+    if recall:
+        L += [f"`{RECALL_COT}`: the model first answers another question about the subject (a fact of another "
+              "relation, drawn per query), then the query, after demonstrations that do the same. Share of "
+              "related facts recalled right, ID split: "
+              + "; ".join(f"{m} {_f(v.get(ID))}" for m, v in recall.items()) + ".", ""]
     for st in STAGES:
         L += [f"### {STAGE_TITLES[st]}", "", "| split | prompt | FT-Known | FT-Unknown | Δ (points) | base |"
               + (" ft-mixed |" if mixed else ""), "|---|---|---|---|---|---|" + ("---|" if mixed else "")]
         for split in gaps.get(st, {}):
             if split in TWO_HOP_SPLITS or split_filter(split):         # filtered test sets: their own section
                 continue
-            for p in prompts:
+            for p in (p for p in prompts if p in gaps[st][split]):
                 L.append(f"| {split} | {p} | {_f(_get(acc, label(FT_KNOWN, st), split, p))} | "
                          f"{_f(_get(acc, label(FT_UNKNOWN, st), split, p))} | {_f(_get(gaps, st, split, p))} | "
                          f"{_f(_get(acc, BASE, split, p))} |"

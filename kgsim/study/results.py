@@ -38,6 +38,7 @@ from kgsim.core.names import (
     ID,
     NEAR_ID,
     OPEN_WORLD,
+    RECALL_COT,
     SIM_NEAR_ID,
     SIM_OPEN_WORLD,
     STAGES,
@@ -325,6 +326,8 @@ def _claims(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str]
             zs, fs = g(stage, ID, z), g(stage, ID, k_shot_name(k))
             o3[f"{stage}: {k}-shot shrinks the ID gap"] = (diff(zs, fs), True)
             o3[f"{stage}: {k}-shot reverses the ID gap (value: Δ* itself)"] = (fs, False)
+        if any(RECALL_COT in s["gaps"].get(stage, {}).get(ID, {}) for s in per_seed):
+            o3[f"{stage}: recall-CoT shrinks the ID gap"] = (diff(g(stage, ID, z), g(stage, ID, RECALL_COT)), True)
         if any(TWO_HOP in s["gaps"].get(stage, {}) for s in per_seed):
             o3[f"{stage}: CoT shrinks the 2-hop gap vs direct"] = (
                 diff(g(stage, TWO_HOP, DIRECT_TWO_HOP), g(stage, TWO_HOP, COT)), True)
@@ -347,16 +350,21 @@ def verdict_rules(cfg: VerdictConfig | None) -> dict:
             "margin": cfg.margin, "target_effect": cfg.target_effect}
 
 
-def claim_names(k_shots: tuple[int, ...], sim_names: list[str], two_hop: bool = True) -> dict[str, list[str]]:
-    """The claims a kgsim run judges (structural splits measured, 2-hop when `two_hop`), per observation."""
+def claim_names(k_shots: tuple[int, ...], sim_names: list[str], two_hop: bool = True,
+                recall: bool = True) -> dict[str, list[str]]:
+    """The claims a kgsim run judges (structural splits measured, 2-hop when `two_hop`, recall-CoT
+    when `recall`), per observation."""
     gaps = {st: {sp: {} for sp in (ID, NEAR_ID, OPEN_WORLD, *sim_names, *((TWO_HOP,) if two_hop else ()))}
             for st in STAGES}
+    for st in STAGES:
+        gaps[st][ID] = {RECALL_COT: 0.0} if recall else {}
     return {o: list(parts) for o, parts in _claims([{"gaps": gaps}], k_shots, sim_names).items()}
 
 
 def check_verdicts(cfg) -> None:
     """Raise ConfigError naming the key when a declared primary claim is not one this run judges."""
-    names = claim_names(tuple(cfg.prompts.k_shots), sim_bucket_names(cfg.run.sim_buckets), cfg.prompts.cot)
+    names = claim_names(tuple(cfg.prompts.k_shots), sim_bucket_names(cfg.run.sim_buckets), cfg.prompts.cot,
+                        cfg.prompts.recall_cot)
     for o, key in (("O1", "primary_o1"), ("O2", "primary_o2"), ("O3", "primary_o3")):
         value = getattr(cfg.verdicts, key)
         if value not in names[o]:

@@ -23,7 +23,16 @@ import numpy as np
 from kgsim.core.config import ExperimentConfig, from_dict, replace, to_dict, to_toml, tomllib
 from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import write_json, write_text
-from kgsim.core.names import COT, DIRECT_TWO_HOP, FT_MODELS, STAGES, TWO_HOP, TWO_HOP_HOPS, sim_bucket_names
+from kgsim.core.names import (
+    COT,
+    DIRECT_TWO_HOP,
+    FT_MODELS,
+    RECALL_COT,
+    STAGES,
+    TWO_HOP,
+    TWO_HOP_HOPS,
+    sim_bucket_names,
+)
 from kgsim.study.measure import measure_seed
 from kgsim.study.results import check_verdicts, error_class_counts, seed_figures
 from kgsim.study.stages import (
@@ -132,11 +141,21 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
            "known_rules": known_rules(cfg, world, probe),
            "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},
            "two_hop": two_hop_summary(edge_sets, two_hop), "error_classes": errors,
+           "recall_cot": _recall_shares(edge_sets),
            "checks": checks_json(edge_sets, two_hop),
            "sim_buckets": sim_bucket_names(cfg.run.sim_buckets),
            "timing": timing | {"seed_total_s": time.perf_counter() - t0}}
     write_json(done, res)
     return res
+
+
+def _recall_shares(edge_sets: list[EdgeSet]) -> dict:
+    """``{label: {split: share of related facts recalled right}}`` of the recall-CoT edge sets."""
+    out: dict = {}
+    for e in edge_sets:
+        if e.prompt == RECALL_COT and "recall_correct" in e.meta:
+            out.setdefault(e.label, {})[e.split] = e.meta["recall_correct"]
+    return out
 
 
 def two_hop_summary(edge_sets: list[EdgeSet], two_hop: TwoHopQueries) -> dict:

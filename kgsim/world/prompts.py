@@ -14,6 +14,9 @@ Formats (``s``: subject token, ``Q``: relation in question form, ``R``: in state
 - ``direct-2hop``: ``<bos> (<q> s' Q1 Q2 <a> a' <sep>)*k <q> s Q1 Q2 <a>`` -> a
 - ``cot`` (2-hop): ``<bos> (<q> s' Q1 <a> m' <sep> <q> m' Q2 <a> a' <sep>)*k <q> s Q1 <a>`` -> m̂, then
   the model's own bridge is spelled out: ``... m̂ <sep> <q> m̂ Q2 <a>`` -> â (see :func:`cot_second_hop`).
+- ``recall-cot`` (one hop): recall another fact of the subject, then answer:
+  ``<bos> (<q> s' Q' <a> b' <sep> <q> s' Q <a> a' <sep>)*k <q> s Q' <a>`` -> b̂, then
+  ``... b̂ <sep> <q> s Q <a>`` -> â (:func:`recall_first`, :func:`recall_second`).
 
 >>> from kgsim.world.corpus import Vocabulary
 >>> v = Vocabulary(n_entities=10, n_relations=2)
@@ -134,5 +137,46 @@ def cot_second_hop(v: Vocabulary, first: PromptBatch, rows: np.ndarray, bridge_t
     return PromptBatch("cot", np.concatenate([first.tokens, tail], 1).astype(np.int64), first.induced)
 
 
+def related_facts(kg, facts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """int64 [n]: for each fact (s, r, a), another fact of the same subject with another relation,
+    drawn uniformly (-1 where the subject has none): what a recall-CoT prompt recalls first."""
+    facts = np.asarray(facts, np.int64)
+    order = np.argsort(kg.s, kind="stable")
+    lo, hi = np.searchsorted(kg.s[order], kg.s[facts]), np.searchsorted(kg.s[order], kg.s[facts], side="right")
+    out = np.full(len(facts), -1, np.int64)
+    for i, (f, a, b) in enumerate(zip(facts, lo, hi)):
+        own = order[a:b]
+        other = own[kg.r[own] != kg.r[f]]
+        if len(other):
+            out[i] = other[rng.integers(len(other))]
+    return out
+
+
+def recall_first(v: Vocabulary, kg, facts: np.ndarray, related: np.ndarray, demo_facts: np.ndarray,
+                 demo_related: np.ndarray) -> PromptBatch:
+    """Recall-CoT, first step: k demonstrations each recall a related fact of their subject and then
+    answer their question (``<q> s' Q' <a> b' <sep> <q> s' Q <a> a' <sep>``); the query asks for its
+    related fact ``<q> s Q' <a>``. `related`, `demo_related` [n], [n, k]: the related facts' ids. The
+    induced edge set is the demonstrations' 2k facts."""
+    n, k = demo_facts.shape
+    d, dr = demo_facts, demo_related
+    demo = np.stack([np.full((n, k), Q), v.entity(kg.s[d]), v.question_relation(kg.r[dr]), np.full((n, k), A),
+                     v.entity(kg.a[dr]), np.full((n, k), SEP), np.full((n, k), Q), v.entity(kg.s[d]),
+                     v.question_relation(kg.r[d]), np.full((n, k), A), v.entity(kg.a[d]), np.full((n, k), SEP)],
+                    2).reshape(n, 12 * k)
+    query = zero_shot(v, kg.s[related], kg.r[related]).tokens[:, 1:]
+    toks = np.concatenate([np.full((n, 1), BOS), demo, query], 1)
+    return PromptBatch("recall-cot", toks.astype(np.int64), np.concatenate([d, dr], 1).astype(np.int64))
+
+
+def recall_second(v: Vocabulary, first: PromptBatch, s: np.ndarray, r: np.ndarray,
+                  recalled_token: np.ndarray) -> PromptBatch:
+    """Recall-CoT, second step: the model's recalled answer is written out, then the question."""
+    n = first.n
+    tail = np.stack([recalled_token, np.full(n, SEP), np.full(n, Q), v.entity(s), v.question_relation(r),
+                     np.full(n, A)], 1)
+    return PromptBatch("recall-cot", np.concatenate([first.tokens, tail], 1).astype(np.int64), first.induced)
+
+
 PROMPTS = {"statement": statement, "zero-shot": zero_shot, "k-shot": k_shot,
-           "direct-2hop": direct_two_hop, "cot": cot_first_hop}
+           "direct-2hop": direct_two_hop, "cot": cot_first_hop, "recall-cot": recall_first}
