@@ -178,6 +178,20 @@ def test_smoke_run_measures_recall_cot(smoke_run):
     assert "| id | recall-cot |" in (smoke_run / "report.md").read_text()
 
 
+def test_smoke_run_splits_the_few_shot_shrink(smoke_run):
+    """Issue 13's mechanisms on the finished smoke run: per prompt, FT-Known's net loss plus
+    FT-Unknown's net gain on the ID split is the O3 shrink claim's value; the report has the table."""
+    res = json.loads((smoke_run / "results.json").read_text())
+    s = res["per_seed"][0]
+    for st in ("es", "con"):
+        for k in res["config"]["prompts"]["k_shots"]:
+            p = f"{k}-shot"
+            kn, unk = s["transitions"][f"ft-known/{st}"]["id"][p], s["transitions"][f"ft-unknown/{st}"]["id"][p]
+            claim = res["observations"]["O3"][f"{st}: {k}-shot shrinks the ID gap"]["mean"]
+            assert (kn["loss"] - kn["gain"]) + (unk["gain"] - unk["loss"]) == pytest.approx(claim, abs=1e-12)
+    assert "## Mechanisms: what each prompt gains and loses (ID split)" in (smoke_run / "report.md").read_text()
+
+
 def test_smoke_run_classifies_errors(smoke_run):
     """Issue 12's error classes on the finished smoke run: the table in report.md, the figure, and per
     kept edge set counts that partition its n - |E| wrong answers (base: against each FT set)."""

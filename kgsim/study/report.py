@@ -257,8 +257,8 @@ def render(res: dict, run_dir: Path) -> Path:
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]
-    L += (_base_section(res, agg) + gap_tables(res, agg) + test_filter_section(res, agg) + error_class_section(agg)
-          + _two_hop_section(agg))
+    L += (_base_section(res, agg) + gap_tables(res, agg) + mechanism_section(res, agg) + test_filter_section(res, agg)
+          + error_class_section(agg) + _two_hop_section(agg))
     L += checks_section(res)
     L += ["## Figures", ""] + [f"![{k}](figures/{Path(v).name})" for k, v in figs.items()] + [""]
     path = run_dir / "report.md"
@@ -367,6 +367,42 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
                          f"{_f(_get(acc, label(FT_UNKNOWN, st), split, p))} | {_f(_get(gaps, st, split, p))} | "
                          f"{_f(_get(acc, BASE, split, p))} |"
                          + (f" {_f(_get(acc, label(FT_MIXED, st), split, p))} |" if mixed else ""))
+        L.append("")
+    return L
+
+
+def mechanism_section(res: dict, agg: dict) -> list[str]:
+    """Markdown lines: how each prompt moves the ID gap. Per stage and prompt, each fine-tuned model's
+    gross gains and losses against zero-shot (facts the prompt gets right that zero-shot missed, and
+    the reverse), and the shrink of the gap split exactly into FT-Known's net loss and FT-Unknown's
+    net gain (shrink = Δ zero-shot − Δ prompt = (loss − gain)_Known + (gain − loss)_Unknown, per
+    seed). Empty for a run without transitions."""
+    tr = agg.get("transitions", {})
+    if not tr:
+        return []
+    per_seed = res["per_seed"]
+    L = ["## Mechanisms: what each prompt gains and loses (ID split)", "",
+         "Gross gain = share of the ID test facts a prompt answers right that the zero-shot question got "
+         "wrong; gross loss = the reverse (points; 95% intervals over seeds). The shrink of the gap splits "
+         "exactly into FT-Known's net loss and FT-Unknown's net gain: shrink = (loss − gain) of FT-Known + "
+         "(gain − loss) of FT-Unknown.", ""]
+    for st in (CON, ES):
+        kn, unk = label(FT_KNOWN, st), label(FT_UNKNOWN, st)
+        prompts = [p for p in _get(tr, kn, ID) or {} if p in (_get(tr, unk, ID) or {})]
+        if not prompts:
+            continue
+        L += [f"### {STAGE_TITLES[st]}", "",
+              "| prompt | FT-Known gain | FT-Known loss | FT-Unknown gain | FT-Unknown loss | shrink | "
+              "from FT-Known's net loss | from FT-Unknown's net gain |", "|---|---|---|---|---|---|---|---|"]
+        for p in prompts:
+            net_k = _interval_of([s["transitions"][kn][ID][p]["loss"] - s["transitions"][kn][ID][p]["gain"]
+                                  for s in per_seed])
+            net_u = _interval_of([s["transitions"][unk][ID][p]["gain"] - s["transitions"][unk][ID][p]["loss"]
+                                  for s in per_seed])
+            shrink = _interval_of([sum(x) for x in zip(net_k["values"], net_u["values"])])
+            L.append(f"| {p} | {_f(_get(tr, kn, ID, p, 'gain'))} | {_f(_get(tr, kn, ID, p, 'loss'))} | "
+                     f"{_f(_get(tr, unk, ID, p, 'gain'))} | {_f(_get(tr, unk, ID, p, 'loss'))} | {_f(shrink)} | "
+                     f"{_f(net_k)} | {_f(net_u)} |")
         L.append("")
     return L
 

@@ -50,6 +50,7 @@ from kgsim.core.names import (
 )
 from kgsim.core.rng import stream
 from kgsim.study.stats import holm, mde, seeds_needed, tost
+from proofs.statements import lookup
 
 
 def gap_pairs(edge_sets: list[EdgeSet]) -> dict[tuple[str, str, str], tuple[EdgeSet, EdgeSet]]:
@@ -85,7 +86,39 @@ def seed_figures(edge_sets: list[EdgeSet]) -> dict:
     gaps: dict = defaultdict(lambda: defaultdict(dict))
     for (stage, split, prompt), (kn, unk) in gap_pairs(edge_sets).items():
         gaps[stage][split][prompt] = gap(kn, unk)
-    return {"accuracy": _plain(acc), "sizes": _plain(size), "gaps": _plain(gaps)}
+    return {"accuracy": _plain(acc), "sizes": _plain(size), "gaps": _plain(gaps),
+            "transitions": prompt_transitions(edge_sets)}
+
+
+def prompt_transitions(edge_sets: list[EdgeSet]) -> dict:
+    """``{label: {split: {prompt: {"gain": g, "loss": l}}}}``: per model, split and prompt other than
+    zero-shot (2-hop prompts aside), the share of its test facts the prompt answers right where the
+    zero-shot question was wrong (gross gain) and wrong where it was right (gross loss), so
+    Fact(prompt) − Fact(zero-shot) = gain − loss on those facts (science.md's L1 terms, counted).
+    Facts are matched by id; weighted edge sets weigh them.
+
+    >>> T = np.arange(4)
+    >>> z = EdgeSet(T, np.array([1, 1, 0, 0], bool), model="ft-known", stage="es", split="id")
+    >>> k = EdgeSet(T, np.array([1, 0, 1, 1], bool), model="ft-known", stage="es", split="id", prompt="4-shot")
+    >>> prompt_transitions([z, k])["ft-known/es"]["id"]["4-shot"]
+    {'gain': 0.5, 'loss': 0.25}
+    """
+    by_key = {e.key: e for e in edge_sets}
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (model, stage, split, prompt), e in by_key.items():
+        z = by_key.get((model, stage, split, ZERO_SHOT))
+        if prompt == ZERO_SHOT or prompt in (DIRECT_TWO_HOP, COT) or z is None or not e.n:
+            continue
+        before, found = lookup(z.test_ids, z.correct, e.test_ids)
+        if not found.all():
+            continue
+        w = np.ones(e.n) if e.weights is None else np.asarray(e.weights, float)
+        tot = w.sum()
+        if tot <= 0:
+            continue
+        out[e.label][split][prompt] = {"gain": float((w * (~before & e.correct)).sum() / tot),
+                                       "loss": float((w * (before & ~e.correct)).sum() / tot)}
+    return _plain(out)
 
 
 def _plain(d):
