@@ -130,3 +130,19 @@ def test_every_preset_declares_primaries_its_run_judges():
 
     for preset in ("smoke", "default"):
         check_verdicts(load_config(preset))
+
+
+def test_bookkeeping_identities_are_listed_apart_from_statements_that_can_fail():
+    from kgsim.study.report import checks_section
+
+    def check(name, holds, in_scope=True):
+        return {"name": name, "kind": "exact", "holds": holds, "residual": 0.0 if holds else 0.3,
+                "assumptions": [("a", in_scope)]}
+    res = {"per_seed": [{"checks": [check("P1 gap as edge count", True), check("L1 gap accounting", True),
+                                    check("R1 reversal condition", False), check("C1 common augmentation", True,
+                                                                                 in_scope=False)]}]}
+    text = "\n".join(checks_section(res))
+    can_fail, book = text.split("### Consistency checks of the bookkeeping")
+    assert "| R1 reversal condition | exact | 1 | 0 | 1 | 0 / 1 | 0.3 |" in can_fail
+    assert "| C1 common augmentation | exact | 1 | 1 | 0 | 0 / 0 | 0 |" in can_fail
+    assert "P1 gap as edge count" in book and "L1 gap accounting" in book and "P1" not in can_fail
