@@ -163,7 +163,10 @@ def test_local_sweep_trains_the_shared_base_once(local_sweep):
     m = table[(table.model == "ft-mixed")]
     assert len(m) and set(m.cell) == {"unknown_share-0.5"} and set(m.unknown_share) == {0.5}
     assert (out / "tidy.csv").is_file() and (out / "laws" / "laws.md").is_file()
-    assert "| unknown_share-0.5 | 0.5 | 0.5 | 24 | done |" in (out / "sweep.md").read_text()
+    md = (out / "sweep.md").read_text()
+    assert "| unknown_share-0.5 | 0.5 | 0.5 | 24 | done |" in md
+    head, rule = [line for line in md.splitlines() if line.startswith("|")][:2]    # a table GitHub renders
+    assert head.count("|") == rule.count("|") and "[laws/laws.md]" in md
     k = numbers(json.loads((out / "cells" / "unknown_share-0" / "results.json").read_text()))
     k5 = numbers(json.loads((out / "cells" / "unknown_share-0.5" / "results.json").read_text()))
     assert k[0]["curves"]["ft-known"] == k5[0]["curves"]["ft-known"]

@@ -254,11 +254,12 @@ def run_sweep(cfg: ExperimentConfig, grid: dict[str, list], out: Path, cache: Pa
         table = write_tidy(out)
         if laws:
             write_laws(out)
-        write_text(out / "sweep.md", summary(table, records, cfg, grid, g))
+        write_text(out / "sweep.md", summary(table, records, cfg, grid, g, laws))
     return SweepResult(out, records, g)
 
 
-def summary(table: pd.DataFrame, records: list[dict], cfg: ExperimentConfig, grid: dict, g: GraphRun) -> str:
+def summary(table: pd.DataFrame, records: list[dict], cfg: ExperimentConfig, grid: dict, g: GraphRun,
+            laws: bool = True) -> str:
     """``sweep.md``: per cell its values, its fine-tuning set (ρ, n), status, the ID zero-shot gap
     (FT-Known − FT-Unknown) and the ρ-model's ID accuracy at ES and Con. (mean [95% interval over
     seeds]); then the engine's figures."""
@@ -271,7 +272,7 @@ def summary(table: pd.DataFrame, records: list[dict], cfg: ExperimentConfig, gri
     L = ["# Sweep", "", f"Seeds {list(cfg.run.seeds)}; {len(records)} cells. Points: mean [95% interval over seeds].",
          "",
          f"| cell | {head} | ρ | n | status | ID gap ES | ID gap Con. | ρ-model ID acc. ES | ρ-model ID acc. Con. |",
-         "|---|" + "---|" * (len(grid) + 8)]
+         "|---|" + "---|" * (len(grid) + 7)]                # one per column: cell, the grid's keys, 7 more
     idz = table[(table.split == "id") & (table.prompt == ZERO_SHOT)]
     for r in records:
         c = idz[idz.cell == r["name"]]
@@ -286,7 +287,8 @@ def summary(table: pd.DataFrame, records: list[dict], cfg: ExperimentConfig, gri
           "Tasks computed / in the graph: " + ", ".join(
               f"{k} {sum(t['kind'] == k and t.get('cached') is False for t in g.tasks)}/"
               f"{sum(t['kind'] == k for t in g.tasks)}" for k in dict.fromkeys(t["kind"] for t in g.tasks)) + ".",
-          "", "Laws: [laws/laws.md](laws/laws.md). Tidy table: tidy.csv."]
+          "", ("Laws: [laws/laws.md](laws/laws.md). " if laws else "Laws: not fitted (--no-laws). ")
+          + "Tidy table: tidy.csv."]
     return "\n".join(L) + "\n"
 
 
