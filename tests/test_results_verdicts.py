@@ -146,3 +146,14 @@ def test_bookkeeping_identities_are_listed_apart_from_statements_that_can_fail()
     assert "| R1 reversal condition | exact | 1 | 0 | 1 | 0 / 1 | 0.3 |" in can_fail
     assert "| C1 common augmentation | exact | 1 | 1 | 0 | 0 / 0 | 0 |" in can_fail
     assert "P1 gap as edge count" in book and "L1 gap accounting" in book and "P1" not in can_fail
+
+
+def test_figure_captions_name_the_interval_kind():
+    from kgsim.study.report import interval_kind
+
+    boot = {"mean": 0.1, "lo": 0.0, "hi": 0.2, "n": 1, "method": "bootstrap over test facts"}
+    seeds = {"mean": 0.1, "lo": 0.0, "hi": 0.2, "n": 5}
+    one = {"mean": 0.1, "lo": float("nan"), "hi": float("nan"), "n": 1}
+    assert interval_kind([boot, None]) == "95% bootstrap intervals over test facts, one seed"
+    assert interval_kind([seeds, one]) == "95% Student-t intervals over 5 seeds"
+    assert interval_kind([one]) == "one seed: no interval"

@@ -78,14 +78,30 @@ def _get(d: dict, *keys):
 
 def _bar_ci(ax, x, ivs, label, offset=0.0, width=0.35):
     m = [iv["mean"] * 100 if iv else np.nan for iv in ivs]
-    err = [[(iv["mean"] - iv["lo"]) * 100 if iv and iv["n"] > 1 else 0 for iv in ivs],
-           [(iv["hi"] - iv["mean"]) * 100 if iv and iv["n"] > 1 else 0 for iv in ivs]]
+    err = [[(iv["mean"] - iv["lo"]) * 100 if _has_interval(iv) else 0 for iv in ivs],       # Student t or bootstrap
+           [(iv["hi"] - iv["mean"]) * 100 if _has_interval(iv) else 0 for iv in ivs]]
     ax.bar(np.arange(len(x)) + offset, m, width, yerr=err, capsize=3, label=label)
+
+
+def interval_kind(ivs) -> str:
+    """The caption's words for the intervals drawn from interval dicts `ivs`: a bootstrap over test
+    facts (one seed), Student t over n seeds, or none (one seed, nothing to resample)."""
+    ivs = [iv for iv in ivs if iv and iv.get("n", 0)]
+    if any(iv.get("method") for iv in ivs):
+        return "95% bootstrap intervals over test facts, one seed"
+    n = max((iv["n"] for iv in ivs), default=0)
+    return f"95% Student-t intervals over {n} seeds" if n > 1 else "one seed: no interval"
+
+
+def _has_interval(iv) -> bool:
+    return bool(iv) and not math.isnan(iv.get("lo", float("nan")))
 
 
 def figures(res: dict, out: Path) -> dict[str, str]:
     agg, figs = res["aggregate"], {}
     gaps = agg.get("gaps", {})
+    kind = interval_kind([iv for by_split in gaps.values() for by_prompt in by_split.values()
+                          for iv in by_prompt.values()])
     splits = [s for s in (*STRUCTURAL_SPLITS, *SIM_SPLITS, *res["sim_buckets"]) if s in gaps.get(STAGES[0], {})]
     # gap at ES vs Con., by split
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -93,7 +109,7 @@ def figures(res: dict, out: Path) -> dict[str, str]:
         _bar_ci(ax, splits, [_get(gaps, st, s, ZERO_SHOT) for s in splits], STAGE_TITLES[st], (i - 0.5) * 0.35)
     ax.set_xticks(range(len(splits)), splits)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(ylabel="Δ_fact (points)", title="Factuality gap FT-Known − FT-Unknown, zero-shot (95% CI over seeds)")
+    ax.set(ylabel="Δ_fact (points)", title=f"Factuality gap FT-Known − FT-Unknown, zero-shot\n({kind})")
     ax.legend()
     figs["gap_by_split"] = str(_save(fig, out / "gap_by_split.png"))
     # gap vs k
@@ -103,9 +119,13 @@ def figures(res: dict, out: Path) -> dict[str, str]:
         for split, ls in ((ID, "-"), (NEAR_ID, "--"), (OPEN_WORLD, ":")):
             ivs = [_get(gaps, st, split, k_shot_name(k)) for k in ks]
             m = [iv["mean"] * 100 if iv else np.nan for iv in ivs]
-            ax.plot(ks, m, ls, marker="o", label=f"{STAGE_TITLES[st]}, {split}")
+            line, = ax.plot(ks, m, ls, marker="o", label=f"{STAGE_TITLES[st]}, {split}")
+            if any(_has_interval(iv) for iv in ivs):
+                ax.fill_between(ks, [100 * iv["lo"] if _has_interval(iv) else np.nan for iv in ivs],
+                                [100 * iv["hi"] if _has_interval(iv) else np.nan for iv in ivs],
+                                color=line.get_color(), alpha=0.12, lw=0)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(xlabel="k demonstrations", ylabel="Δ*_fact (points)", title="Gap vs number of demonstrations")
+    ax.set(xlabel="k demonstrations", ylabel="Δ*_fact (points)", title=f"Gap vs number of demonstrations\n({kind})")
     ax.legend(fontsize=7)
     figs["gap_vs_k"] = str(_save(fig, out / "gap_vs_k.png"))
     # gap at ES vs Con. (ID) under every prompt
@@ -115,7 +135,7 @@ def figures(res: dict, out: Path) -> dict[str, str]:
         _bar_ci(ax, prompts, [_get(gaps, st, ID, p) for p in prompts], STAGE_TITLES[st], (i - 0.5) * 0.35)
     ax.set_xticks(range(len(prompts)), prompts)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set(ylabel="Δ (points)", title="ID gap at Early Stop vs Convergence, by prompt")
+    ax.set(ylabel="Δ (points)", title=f"ID gap at Early Stop vs Convergence, by prompt\n({kind})")
     ax.legend()
     figs["gap_es_vs_con"] = str(_save(fig, out / "gap_es_vs_con.png"))
     # direct vs CoT (2-hop)
@@ -126,7 +146,8 @@ def figures(res: dict, out: Path) -> dict[str, str]:
         for i, key in enumerate(("direct", "cot", "predicted_cot")):
             _bar_ci(ax, models, [_get(th, m, key) for m in models], key, (i - 1) * 0.27, 0.27)
         ax.set_xticks(range(len(models)), models, fontsize=8)
-        ax.set(ylabel="2-hop accuracy (%)", title="2-hop queries: direct vs CoT vs predicted from one-hop edges")
+        ax.set(ylabel="2-hop accuracy (%)", title="2-hop queries: direct vs CoT vs predicted from one-hop edges\n"
+               f"({interval_kind([iv for v in th.values() for iv in v.values() if isinstance(iv, dict)])})")
         ax.legend()
         figs["direct_vs_cot"] = str(_save(fig, out / "direct_vs_cot.png"))
     figs |= _fitting(res, out)
@@ -171,7 +192,7 @@ def _error_classes_figure(agg: dict, out: Path) -> dict:
         ax.set_title(split)
     axes[0][0].set(ylabel="share of wrong answers (%)", ylim=(0, 118))           # room for the legend
     axes[0][-1].legend(fontsize=7, ncol=3, loc="upper right")
-    fig.suptitle("Wrong answers by class, zero-shot (means over seeds)")
+    fig.suptitle("Wrong answers by class, zero-shot (means over seeds; intervals in the report's table)")
     return {"error_classes": str(_save(fig, out / "error_classes.png"))}
 
 
