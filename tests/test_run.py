@@ -192,6 +192,22 @@ def test_smoke_run_splits_the_few_shot_shrink(smoke_run):
     assert "## Mechanisms: what each prompt gains and loses (ID split)" in (smoke_run / "report.md").read_text()
 
 
+def test_smoke_run_breaks_the_far_splits_down_by_factor(smoke_run):
+    """Issue 12's factor levels on the finished smoke run: for each far split, factor and stage the
+    levels partition the split's facts, and their gaps weighted by size give the split's gap."""
+    res = json.loads((smoke_run / "results.json").read_text())
+    s = res["per_seed"][0]
+    for st in ("es", "con"):
+        for split in ("near-id", "open-world"):
+            for factor in ("relation", "subject type", "answer type"):
+                levels = s["factor_gaps"][st][split][factor]
+                n = sum(v["n"] for v in levels.values())
+                assert n == s["sizes"][f"ft-known/{st}"][split]["zero-shot"]["N"]
+                assert sum(v["n"] * v["gap"] for v in levels.values()) / n == pytest.approx(
+                    s["gaps"][st][split]["zero-shot"], abs=1e-12)
+    assert "## Near-ID and Open-World by factor" in (smoke_run / "report.md").read_text()
+
+
 def test_smoke_run_classifies_errors(smoke_run):
     """Issue 12's error classes on the finished smoke run: the table in report.md, the figure, and per
     kept edge set counts that partition its n - |E| wrong answers (base: against each FT set)."""

@@ -42,7 +42,7 @@ from kgsim.core.names import (  # noqa: E402
     reference_label,
     split_filter,
 )
-from kgsim.study.results import interval, summarise_observation  # noqa: E402
+from kgsim.study.results import FACTORS, interval, summarise_observation  # noqa: E402
 from kgsim.world.plots import _save  # noqa: E402
 
 
@@ -278,8 +278,8 @@ def render(res: dict, run_dir: Path) -> Path:
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]
-    L += (_base_section(res, agg) + gap_tables(res, agg) + mechanism_section(res, agg) + test_filter_section(res, agg)
-          + error_class_section(agg) + _two_hop_section(agg))
+    L += (_base_section(res, agg) + gap_tables(res, agg) + factor_section(agg) + mechanism_section(res, agg)
+          + test_filter_section(res, agg) + error_class_section(agg) + _two_hop_section(agg))
     L += checks_section(res)
     L += ["## Figures", ""] + [f"![{k}](figures/{Path(v).name})" for k, v in figs.items()] + [""]
     path = run_dir / "report.md"
@@ -390,6 +390,28 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
                          + (f" {_f(_get(acc, label(FT_MIXED, st), split, p))} |" if mixed else ""))
         L.append("")
     return L
+
+
+def factor_section(agg: dict) -> list[str]:
+    """Markdown lines: the zero-shot gap on Near-ID and Open-World facts per level of each factor of
+    distance from the fine-tuning data (relation, subject type, answer type; ``ft`` marks a type a
+    fine-tuning relation takes). Empty for a run without them."""
+    fg = agg.get("factor_gaps", {})
+    if not fg:
+        return []
+    L = ["## Near-ID and Open-World by factor", "",
+         "The zero-shot gap on each split's facts grouped by one factor at a time: the relation, the "
+         "subject's type and the answer's type (`ft`: a type some fine-tuning relation takes; `other`: "
+         "none does). N = facts per seed (mean). A factor with one level does not vary in this world.", "",
+         "| split | factor | level | N | Δ Early Stop | Δ Convergence |", "|---|---|---|---|---|---|"]
+    for split in (NEAR_ID, OPEN_WORLD):
+        for factor in FACTORS:
+            levels = list(dict.fromkeys([*(_get(fg, CON, split, factor) or {}), *(_get(fg, ES, split, factor) or {})]))
+            for lv in levels:
+                n = _get(fg, CON, split, factor, lv, "n") or _get(fg, ES, split, factor, lv, "n")
+                L.append(f"| {split} | {factor} | {lv} | {n['mean']:.0f} | "
+                         f"{_f(_get(fg, ES, split, factor, lv, 'gap'))} | {_f(_get(fg, CON, split, factor, lv, 'gap'))} |")
+    return L + [""]
 
 
 def mechanism_section(res: dict, agg: dict) -> list[str]:

@@ -121,6 +121,42 @@ def prompt_transitions(edge_sets: list[EdgeSet]) -> dict:
     return _plain(out)
 
 
+FACTORS = ("relation", "subject type", "answer type")
+
+
+def factor_gaps(edge_sets: list[EdgeSet], kg: KnowledgeGraph, ft_relations) -> dict:
+    """``{stage: {split: {factor: {level: {"n": n, "gap": Δ}}}}}``: the zero-shot gap on Near-ID and
+    Open-World test facts grouped by each factor of their distance from the fine-tuning data: the
+    relation, the subject's type and the answer's type, each type marked as one a fine-tuning
+    relation takes (``ft``) or not (``other``). Δ = FT-Known's minus FT-Unknown's accuracy on the
+    level's facts (both models answer the same test facts).
+
+    >>> kg = KnowledgeGraph(entity_types=[0, 0, 1, 1], relation_domain=[0, 1], relation_range=[1, 0],
+    ...                     s=[0, 1, 2], r=[0, 0, 1], a=[2, 3, 0], exposure=[1, 1, 1], popularity=np.full(4, .25))
+    >>> T = np.array([1, 2])
+    >>> sets = [EdgeSet(T, np.array([1, 1], bool), model="ft-known", stage="con", split="open-world"),
+    ...         EdgeSet(T, np.array([0, 1], bool), model="ft-unknown", stage="con", split="open-world")]
+    >>> factor_gaps(sets, kg, [0])["con"]["open-world"]["subject type"]
+    {'t0 (ft)': {'n': 1, 'gap': 1.0}, 't1 (other)': {'n': 1, 'gap': 0.0}}
+    """
+    ft_relations = np.asarray(ft_relations, np.int64)
+    ft_domain, ft_range = set(kg.relation_domain[ft_relations].tolist()), set(kg.relation_range[ft_relations].tolist())
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for (stage, split, prompt), (kn, unk) in gap_pairs(edge_sets).items():
+        if prompt != ZERO_SHOT or split not in (NEAR_ID, OPEN_WORLD) or not np.array_equal(kn.test_ids, unk.test_ids):
+            continue
+        f = kn.test_ids
+        st, at = kg.entity_types[kg.s[f]], kg.relation_range[kg.r[f]]
+        levels = {"relation": np.array([kg.relation_name(int(r)) for r in kg.r[f]], dtype=object),
+                  "subject type": np.array([f"t{t} ({'ft' if t in ft_domain else 'other'})" for t in st], dtype=object),
+                  "answer type": np.array([f"t{t} ({'ft' if t in ft_range else 'other'})" for t in at], dtype=object)}
+        for factor in FACTORS:
+            out[stage][split][factor] = {
+                str(lv): {"n": int(m.sum()), "gap": float(kn.correct[m].mean() - unk.correct[m].mean())}
+                for lv in sorted(set(levels[factor].tolist())) for m in [levels[factor] == lv]}
+    return _plain(out)
+
+
 def _plain(d):
     return {k: _plain(v) for k, v in d.items()} if isinstance(d, dict) else d
 

@@ -34,7 +34,7 @@ from kgsim.core.names import (
     sim_bucket_names,
 )
 from kgsim.study.measure import measure_seed
-from kgsim.study.results import check_verdicts, error_class_counts, seed_figures
+from kgsim.study.results import check_verdicts, error_class_counts, factor_gaps, seed_figures
 from kgsim.study.stages import (
     finetune_stage,
     ft_models,
@@ -142,6 +142,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
            "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},
            "two_hop": two_hop_summary(edge_sets, two_hop), "error_classes": errors,
            "recall_cot": _recall_shares(edge_sets),
+           "factor_gaps": factor_gaps(edge_sets, world.kg, splits.ft_relations),
            "checks": checks_json(edge_sets, two_hop),
            "sim_buckets": sim_bucket_names(cfg.run.sim_buckets),
            "timing": timing | {"seed_total_s": time.perf_counter() - t0}}
