@@ -38,3 +38,27 @@ def test_a_prompt_over_facts_zero_shot_never_saw_is_left_out():
     z = EdgeSet(np.arange(3), np.ones(3, bool), model="ft-known", stage="es", split="id")
     k = EdgeSet(np.arange(1, 5), np.ones(4, bool), model="ft-known", stage="es", split="id", prompt="1-shot")
     assert prompt_transitions([z, k]) == {}
+
+
+@settings(max_examples=50, deadline=None)
+@given(lam=st.floats(0, 1), seed=st.integers(0, 2**31))
+def test_the_pull_model_recovers_a_true_pull_and_predicts_other_splits_exactly(lam, seed):
+    """Accuracies built by acc(k) = acc(0) + λ (base(k) − acc(0)) on every split: the fit on ID gives λ
+    back and leaves no residual elsewhere; "nothing changes" (λ = 0) leaves the whole move."""
+    from kgsim.study.results import pull_model
+
+    rng = np.random.default_rng(seed)
+    acc = {"base": {}, "ft-known/con": {}, "ft-unknown/con": {}}
+    moves = {}
+    for split in ("id", "near-id", "open-world"):
+        b = rng.uniform(0.3, 0.9)
+        acc["base"][split] = {"4-shot": b}
+        for m in ("ft-known/con", "ft-unknown/con"):
+            a0 = rng.uniform(0, 1)
+            acc[m][split] = {"zero-shot": a0, "4-shot": a0 + lam * (b - a0)}
+            moves.setdefault(split, []).append(abs(lam * (b - a0)))
+    r = pull_model(acc, [4])["con"]["4-shot"]
+    assert r["lambda"] == pytest.approx(lam, abs=1e-9)
+    for split in ("near-id", "open-world"):
+        assert r["residual"][split] == pytest.approx(0, abs=1e-9)
+        assert r["residual_no_pull"][split] == pytest.approx(np.mean(moves[split]), abs=1e-12)

@@ -189,7 +189,10 @@ def test_smoke_run_splits_the_few_shot_shrink(smoke_run):
             kn, unk = s["transitions"][f"ft-known/{st}"]["id"][p], s["transitions"][f"ft-unknown/{st}"]["id"][p]
             claim = res["observations"]["O3"][f"{st}: {k}-shot shrinks the ID gap"]["mean"]
             assert (kn["loss"] - kn["gain"]) + (unk["gain"] - unk["loss"]) == pytest.approx(claim, abs=1e-12)
-    assert "## Mechanisms: what each prompt gains and loses (ID split)" in (smoke_run / "report.md").read_text()
+    report = (smoke_run / "report.md").read_text()
+    assert "## Mechanisms: what each prompt gains and loses (ID split)" in report and "| stage | prompt | λ |" in report
+    for st in ("es", "con"):                                  # the pull model fitted per stage and k
+        assert set(s["pull"][st]) == {f"{k}-shot" for k in res["config"]["prompts"]["k_shots"]}
 
 
 def test_smoke_run_breaks_the_far_splits_down_by_factor(smoke_run):

@@ -53,7 +53,7 @@ def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict 
     classes' shares where the seeds have them; the O1-O3 verdicts under `rules`
     (:func:`kgsim.study.results.verdict_rules`: declared primaries, equivalence margin, target effect)."""
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop", "recall_cot",
-                                                   "transitions", "factor_gaps") if k in s}
+                                                   "transitions", "factor_gaps", "pull") if k in s}
                      for s in per_seed])
     agg["accuracy"] = cut_to_unit(agg["accuracy"])        # Student t cut to [0, 1]
     if boot:

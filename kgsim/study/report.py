@@ -429,6 +429,21 @@ def mechanism_section(res: dict, agg: dict) -> list[str]:
          "wrong; gross loss = the reverse (points; 95% intervals over seeds). The shrink of the gap splits "
          "exactly into FT-Known's net loss and FT-Unknown's net gain: shrink = (loss − gain) of FT-Known + "
          "(gain − loss) of FT-Unknown.", ""]
+    pull = agg.get("pull", {})
+    if pull:
+        L += ["The pull toward the base model: a k-shot prompt moves each fine-tuned model a share λ of the way "
+              "from its zero-shot accuracy to the base model's k-shot accuracy, acc(k) = acc(0) + λ·(base(k) − "
+              "acc(0)). λ is fitted on the ID split (FT-Known and FT-Unknown) and predicts Near-ID and "
+              "Open-World; residual = mean |measured − predicted| (points), beside the residual of \"the prompt "
+              "changes nothing\" (λ = 0).", "",
+              "| stage | prompt | λ | residual Near-ID | (λ = 0) | residual Open-World | (λ = 0) |",
+              "|---|---|---|---|---|---|---|"]
+        for st in (CON, ES):
+            for p, v in (pull.get(st) or {}).items():
+                L.append(f"| {STAGE_TITLES[st]} | {p} | {_kappa_iv(v.get('lambda'))} | "
+                         f"{_f(_get(v, 'residual', NEAR_ID))} | {_f(_get(v, 'residual_no_pull', NEAR_ID))} | "
+                         f"{_f(_get(v, 'residual', OPEN_WORLD))} | {_f(_get(v, 'residual_no_pull', OPEN_WORLD))} |")
+        L.append("")
     for st in (CON, ES):
         kn, unk = label(FT_KNOWN, st), label(FT_UNKNOWN, st)
         prompts = [p for p in _get(tr, kn, ID) or {} if p in (_get(tr, unk, ID) or {})]

@@ -45,7 +45,9 @@ from kgsim.core.names import (
     TWO_HOP,
     ZERO_SHOT,
     k_shot_name,
+    label,
     reference_label,
+    shots_of,
     sim_bucket_names,
 )
 from kgsim.core.rng import stream
@@ -86,8 +88,9 @@ def seed_figures(edge_sets: list[EdgeSet]) -> dict:
     gaps: dict = defaultdict(lambda: defaultdict(dict))
     for (stage, split, prompt), (kn, unk) in gap_pairs(edge_sets).items():
         gaps[stage][split][prompt] = gap(kn, unk)
+    shots = sorted({k for e in edge_sets if (k := shots_of(e.prompt))})
     return {"accuracy": _plain(acc), "sizes": _plain(size), "gaps": _plain(gaps),
-            "transitions": prompt_transitions(edge_sets)}
+            "transitions": prompt_transitions(edge_sets), "pull": pull_model(_plain(acc), shots)}
 
 
 def prompt_transitions(edge_sets: list[EdgeSet]) -> dict:
@@ -119,6 +122,53 @@ def prompt_transitions(edge_sets: list[EdgeSet]) -> dict:
         out[e.label][split][prompt] = {"gain": float((w * (~before & e.correct)).sum() / tot),
                                        "loss": float((w * (before & ~e.correct)).sum() / tot)}
     return _plain(out)
+
+
+def pull_model(accuracy: dict, k_shots, fit_split: str = ID, splits=(NEAR_ID, OPEN_WORLD)) -> dict:
+    """The pull toward the base model: a k-shot prompt moves each fine-tuned model's accuracy a share
+    λ of the way from its zero-shot accuracy to the base model's k-shot accuracy,
+    acc_m(k) = acc_m(0) + λ_k·(acc_base(k) − acc_m(0)).
+
+    λ is fitted per stage and k on `fit_split` by least squares over FT-Known and FT-Unknown, then
+    predicts the other `splits`. Returns ``{stage: {prompt: {"lambda": λ, "residual": {split:
+    mean |measured − predicted|}, "residual_no_pull": {split: the same for λ = 0}}}}`` (accuracies as
+    fractions; λ NaN where the base model's k-shot accuracy equals both models' zero-shot accuracy).
+
+    >>> acc = {"base": {"id": {"4-shot": 0.8}, "open-world": {"4-shot": 0.6}},
+    ...        "ft-known/con": {"id": {"zero-shot": 0.6, "4-shot": 0.7}, "open-world": {"zero-shot": 0.4, "4-shot": 0.5}},
+    ...        "ft-unknown/con": {"id": {"zero-shot": 0.2, "4-shot": 0.5}, "open-world": {"zero-shot": 0.2, "4-shot": 0.4}}}
+    >>> r = pull_model(acc, [4], splits=("open-world",))["con"]["4-shot"]
+    >>> round(r["lambda"], 6), round(r["residual"]["open-world"], 6)
+    (0.5, 0.0)
+    """
+    out: dict = {}
+    for st in STAGES:
+        models = [label(FT_KNOWN, st), label(FT_UNKNOWN, st)]
+        for k in k_shots:
+            p = k_shot_name(k)
+
+            def terms(split):
+                rows = []
+                for m in models:
+                    a0 = accuracy.get(m, {}).get(split, {}).get(ZERO_SHOT)
+                    ak = accuracy.get(m, {}).get(split, {}).get(p)
+                    b = accuracy.get(BASE, {}).get(split, {}).get(p)
+                    if None not in (a0, ak, b):
+                        rows.append((a0, ak, b))
+                return rows
+            fit = terms(fit_split)
+            if not fit:
+                continue
+            den = sum((b - a0) ** 2 for a0, _, b in fit)
+            lam = sum((ak - a0) * (b - a0) for a0, ak, b in fit) / den if den > 0 else float("nan")
+            res, flat = {}, {}
+            for split in splits:
+                rows = terms(split)
+                if rows and not math.isnan(lam):
+                    res[split] = float(np.mean([abs(ak - (a0 + lam * (b - a0))) for a0, ak, b in rows]))
+                    flat[split] = float(np.mean([abs(ak - a0) for a0, ak, _ in rows]))
+            out.setdefault(st, {})[p] = {"lambda": float(lam), "residual": res, "residual_no_pull": flat}
+    return out
 
 
 FACTORS = ("relation", "subject type", "answer type")
