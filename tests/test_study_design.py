@@ -134,13 +134,29 @@ def test_bad_two_hop_qa_share_is_one_line_and_exit_2(capsys, tmp_path, value):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "1.5"])
+def test_bad_qa_templates_is_one_line_and_exit_2(capsys, tmp_path, value):
+    code = main(["run", "--preset", "smoke", "--set", f"corpus.qa_templates={value}", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "corpus.qa_templates" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_one_question_template_keeps_every_cache_key():
+    cfg = load_config("smoke")
+    before = {k: v for k, v in to_dict(cfg.corpus).items() if k not in ("two_hop_qa_share", "qa_templates")}
+    blob = json.dumps({"seed": cfg.seed, "corpus": before}, sort_keys=True).encode()
+    assert cfg.section_hash("corpus") == hashlib.sha256(blob).hexdigest()[:16]
+    assert load_config("smoke", overrides=["corpus.qa_templates=2"]).section_hash("corpus") != cfg.section_hash("corpus")
+
+
 def test_two_hop_qa_share_zero_keeps_every_cache_key():
     """A knob added after caches existed hashes only away from its no-op value: the corpus section
     at share 0 hashes as it did before the key existed, so cached worlds and base models still match."""
     from kgsim.study.stages import base_hash
     from kgsim.world.build import world_hash
     cfg = load_config("smoke")
-    before = {k: v for k, v in to_dict(cfg.corpus).items() if k != "two_hop_qa_share"}
+    before = {k: v for k, v in to_dict(cfg.corpus).items() if k not in ("two_hop_qa_share", "qa_templates")}
     blob = json.dumps({"seed": cfg.seed, "corpus": before}, sort_keys=True).encode()
     assert cfg.section_hash("corpus") == hashlib.sha256(blob).hexdigest()[:16]
     some = load_config("smoke", overrides=["corpus.two_hop_qa_share=0.5"])

@@ -24,7 +24,7 @@ def worlds(draw):
                        mean_exposure=draw(st.floats(2.0, 12.0)), never_exposed_share=draw(st.floats(0.1, 0.4)))
     ccfg = CorpusConfig(facts_per_doc=draw(st.integers(1, 6)), relation_doc_share=draw(st.floats(0, 1)),
                         surface_forms=draw(st.integers(1, 3)), qa_subject_share=draw(st.floats(0.1, 0.6)),
-                        shuffle_facts=draw(st.booleans()))
+                        shuffle_facts=draw(st.booleans()), qa_templates=draw(st.integers(1, 3)))
     scfg = SplitConfig(ft_relations=draw(st.integers(1, 2)), ft_size=draw(st.integers(2, 12)),
                        dev_size=draw(st.integers(1, 8)), test_size=draw(st.integers(1, 10)),
                        known_min_exposure=draw(st.integers(1, 4)), n_demo_pool=draw(st.integers(1, 4)))
@@ -186,6 +186,28 @@ def test_save_load(tmp_path):
 
 
 def test_vocabulary_tokens_are_unique_and_whitespace_free():
-    v = Vocabulary(10, 3, surface_forms=2)
-    assert len(v.tokens) == len(set(v.tokens)) == v.size
-    assert all(t and not any(ch.isspace() for ch in t) for t in v.tokens)
+    for v in (Vocabulary(10, 3, surface_forms=2), Vocabulary(10, 3, surface_forms=2, qa_templates=3)):
+        assert len(v.tokens) == len(set(v.tokens)) == v.size
+        assert all(t and not any(ch.isspace() for ch in t) for t in v.tokens)
+    one, three = Vocabulary(10, 3), Vocabulary(10, 3, qa_templates=3)
+    assert three.tokens[:one.size] == one.tokens and one.to_json() == {"n_entities": 10, "n_relations": 3,
+                                                                        "surface_forms": 1}
+    assert three.tokens[three.question_relation(2, 1)] == "Q2.t1" and Vocabulary(**three.to_json()) == three
+
+
+def test_question_templates_in_pretraining_only():
+    """Issue 12's question templates: with corpus.qa_templates = 2 pretraining asks QA subjects' facts
+    in both forms (and counts each as a shown fact), while fine-tuning rows and the standard prompts
+    use template 0 and zero-shot-t1 asks in template 1."""
+    from kgsim.study.stages import qa_rows
+    from kgsim.world.prompts import zero_shot
+
+    world = build_world(load_config("smoke", overrides=["corpus.qa_templates=2"]))
+    v, kg = world.corpus.vocab, world.kg
+    t1 = (world.corpus.stream >= v.question_relation(0, 1)) & (world.corpus.stream < v.size)
+    t0 = (world.corpus.stream >= v.question_offset) & (world.corpus.stream < v.question_relation(0, 1))
+    assert t1.sum() > 0 and t0.sum() > 0
+    rows = qa_rows(world, world.splits.ft_known).tokens
+    assert ((rows >= v.question_relation(0, 1)) & (rows < v.size)).sum() == 0
+    p = zero_shot(v, kg.s[:3], kg.r[:3], template=1)
+    assert p.name == "zero-shot-t1" and (p.tokens[:, 3] == v.question_relation(kg.r[:3], 1)).all()

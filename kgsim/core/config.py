@@ -119,10 +119,12 @@ class CorpusConfig:
     qa_subject_share: float = 0.5      # subjects whose facts also appear as QA documents (mixed pretraining)
     shuffle_facts: bool = True         # permute the order of facts inside each document
     two_hop_qa_share: float = 0.0      # share of QA subjects' 2-hop queries shown as composed QA (<q> s Q1 Q2 <a> a)
+    qa_templates: int = 1              # question forms per relation in QA documents (fine-tuning uses the first)
 
     def validate(self, p: str) -> None:
         _positive(f"{p}.facts_per_doc", self.facts_per_doc)
         _fraction(f"{p}.two_hop_qa_share", self.two_hop_qa_share)
+        _positive(f"{p}.qa_templates", self.qa_templates)
         _fraction(f"{p}.relation_doc_share", self.relation_doc_share)
         _positive(f"{p}.surface_forms", self.surface_forms)
         _fraction(f"{p}.qa_subject_share", self.qa_subject_share, open_high=True)
@@ -399,7 +401,8 @@ class ExperimentConfig:
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-NEUTRAL_KEYS = {("corpus", "two_hop_qa_share"): 0.0}     # (section, key): the value that changes nothing
+NEUTRAL_KEYS = {("corpus", "two_hop_qa_share"): 0.0,     # (section, key): the value that changes nothing
+                ("corpus", "qa_templates"): 1}
 
 
 def _hashed(section: str, d: dict) -> dict:

@@ -110,6 +110,11 @@ def k_shot_name(k: int) -> str:
     return ZERO_SHOT if k == 0 else f"{k}-shot"
 
 
+def template_prompt_name(template: int) -> str:
+    """The zero-shot question in question template `template` (0: ``zero-shot`` itself)."""
+    return ZERO_SHOT if template == 0 else f"{ZERO_SHOT}-t{template}"
+
+
 def shots_of(prompt: str) -> int | None:
     """k of a ``zero-shot`` (0) or ``k-shot`` prompt name; None for any other prompt."""
     if prompt == ZERO_SHOT:

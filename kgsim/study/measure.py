@@ -32,6 +32,7 @@ from kgsim.core.names import (
     ZERO_SHOT,
     k_shot_name,
     sim_bucket_names,
+    template_prompt_name,
 )
 from kgsim.core.selection import similarity_buckets as quantile_buckets
 from kgsim.nn.model import GPT, load_model
@@ -157,6 +158,8 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
     for name, facts in test.items():
         s, r = kg.s[facts], kg.r[facts]
         prompts[(name, ZERO_SHOT)] = zero_shot(v, s, r)
+        if v.qa_templates > 1:                          # the same question in a form fine-tuning never used
+            prompts[(name, template_prompt_name(1))] = zero_shot(v, s, r, template=1)
         for k in cfg.prompts.k_shots:
             demo = draw_demonstrations(r, k, splits.demos, rngs.stream(cfg.seed, f"prompts/{name}/{k}"))
             prompts[(name, k_shot_name(k))] = k_shot(v, s, r, demo, kg)

@@ -16,6 +16,8 @@ from kgsim.core.names import (  # noqa: E402
     BASE,
     CATEGORIES,
     CON,
+    COT,
+    DIRECT_TWO_HOP,
     ERROR_CLASSES,
     ES,
     FROM_FT_SET,
@@ -36,9 +38,9 @@ from kgsim.core.names import (  # noqa: E402
     TEST_FILTERS,
     TWO_HOP_SPLITS,
     ZERO_SHOT,
+    filtered_split,
     k_shot_name,
     label,
-    filtered_split,
     reference_label,
     split_filter,
 )
@@ -367,8 +369,8 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
     and the base model (each an interval dict of `agg`; prompts from ``res["config"]["prompts"]``)."""
     acc, gaps = agg.get("accuracy", {}), agg.get("gaps", {})
     prompts = [ZERO_SHOT, *(k_shot_name(k) for k in res["config"]["prompts"]["k_shots"])]
-    if any(RECALL_COT in by_prompt for by_split in gaps.values() for by_prompt in by_split.values()):
-        prompts.append(RECALL_COT)
+    measured = [p for by_split in gaps.values() for by_prompt in by_split.values() for p in by_prompt]
+    prompts += [p for p in dict.fromkeys(measured) if p not in prompts and p not in (DIRECT_TWO_HOP, COT)]
     mixed = any(k.startswith(FT_MIXED + "/") for k in acc)           # 0 < finetune.unknown_share < 1
     L = ["## Accuracy and gaps", ""]
     recall = agg.get("recall_cot", {})

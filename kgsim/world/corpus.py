@@ -7,6 +7,10 @@ per relation in question form (``Q3``), plus specials. Formats:
 - a document: ``<bos> fact <sep> fact <sep> ... fact <eos>``, holding ``facts_per_doc`` facts
   either of one subject or of one relation (``relation_doc_share`` of each fact's repetitions go
   to relation-grouped documents, so in-context patterns across subjects exist to learn);
+- **question templates** (``corpus.qa_templates`` > 1): each QA item asks its relation with one of
+  that many question tokens (``Q3``, ``Q3.t1``, ...), drawn uniformly; fine-tuning, SliCK and the
+  standard prompts use template 0, and ``zero-shot-t1`` asks the test facts in template 1 (a
+  question form the fine-tuning data never used);
 - **mixed pretraining**: documents about QA subjects (see :func:`kgsim.world.splits.assign_qa_subjects`)
   are written in question-answer form with probability 1/2, all others only as statements;
 - **composed QA** (``corpus.two_hop_qa_share`` > 0): that share of the QA subjects' 2-hop queries
@@ -47,6 +51,7 @@ class Vocabulary:
     n_entities: int
     n_relations: int
     surface_forms: int = 1
+    qa_templates: int = 1              # question forms per relation: Q3 (template 0), Q3.t1, ... after them
 
     @property
     def entity_offset(self) -> int:
@@ -62,7 +67,7 @@ class Vocabulary:
 
     @property
     def size(self) -> int:
-        return self.question_offset + self.n_relations
+        return self.question_offset + self.n_relations * self.qa_templates
 
     def entity(self, e):
         return self.entity_offset + e
@@ -70,8 +75,9 @@ class Vocabulary:
     def statement_relation(self, r, form=0):
         return self.statement_offset + r * self.surface_forms + form
 
-    def question_relation(self, r):
-        return self.question_offset + r
+    def question_relation(self, r, template=0):
+        """The token asking relation `r` in question template `template` (0: the one fine-tuning uses)."""
+        return self.question_offset + template * self.n_relations + r
 
     @property
     def tokens(self) -> list[str]:
@@ -79,14 +85,15 @@ class Vocabulary:
         rel = [f"R{r}" if self.surface_forms == 1 else f"R{r}.{k}"
                for r in range(self.n_relations) for k in range(self.surface_forms)]
         return [*SPECIALS, *(f"E{e}" for e in range(self.n_entities)), *rel,
-                *(f"Q{r}" for r in range(self.n_relations))]
+                *(f"Q{r}" if t == 0 else f"Q{r}.t{t}" for t in range(self.qa_templates) for r in range(self.n_relations))]
 
     def decode(self, ids) -> str:
         toks = self.tokens
         return " ".join(toks[int(i)] for i in ids)
 
     def to_json(self) -> dict:
-        return {"n_entities": self.n_entities, "n_relations": self.n_relations, "surface_forms": self.surface_forms}
+        d = {"n_entities": self.n_entities, "n_relations": self.n_relations, "surface_forms": self.surface_forms}
+        return d | ({"qa_templates": self.qa_templates} if self.qa_templates > 1 else {})   # files as before at 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +133,7 @@ def build_corpus(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: CorpusConfig,
                  config_hash: str = "") -> Corpus:
     """Pretraining documents for `kg` (every fact repeated by its exposure count). Vectorised:
     about a second per million facts."""
-    vocab = Vocabulary(kg.n_entities, kg.n_relations, cfg.surface_forms)
+    vocab = Vocabulary(kg.n_entities, kg.n_relations, cfg.surface_forms, cfg.qa_templates)
     reps = np.repeat(np.arange(kg.n_facts, dtype=np.int32), kg.exposure)       # one item per occurrence
     # Random order within each group: shuffle, then a stable sort by group key.
     if cfg.shuffle_facts:
@@ -162,7 +169,8 @@ def build_corpus(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: CorpusConfig,
     o = off[qa]
     stream[o] = Q
     stream[o + 1] = vocab.entity(s[qa])
-    stream[o + 2] = vocab.question_relation(r[qa])
+    template = rng.integers(0, cfg.qa_templates, int(qa.sum())) if cfg.qa_templates > 1 else 0   # no draw at 1
+    stream[o + 2] = vocab.question_relation(r[qa], template)
     stream[o + 3] = A
     stream[o + 4] = vocab.entity(a[qa])
     last = np.append(doc_of[1:] != doc_of[:-1], True) if len(reps) else np.zeros(0, bool)
@@ -218,6 +226,7 @@ def parse_facts(tokens: np.ndarray, vocab: Vocabulary) -> tuple[np.ndarray, np.n
     j = np.flatnonzero(is_q[2:-2]) + 2
     j = j[(t[j - 2] == Q) & is_ent[j - 1] & (t[j + 1] == A) & is_ent[j + 2]]
     s = np.concatenate([t[i - 1], t[j - 1]]) - vocab.entity_offset
-    r = np.concatenate([(t[i] - vocab.statement_offset) // vocab.surface_forms, t[j] - vocab.question_offset])
+    r = np.concatenate([(t[i] - vocab.statement_offset) // vocab.surface_forms,
+                        (t[j] - vocab.question_offset) % vocab.n_relations])       # any question template
     a = np.concatenate([t[i + 1], t[j + 2]]) - vocab.entity_offset
     return s, r, a, np.concatenate([np.zeros(len(i), bool), np.ones(len(j), bool)])

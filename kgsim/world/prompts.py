@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kgsim.core.names import template_prompt_name
 from kgsim.world.corpus import BOS, SEP, A, Q, Vocabulary
 
 
@@ -51,11 +52,12 @@ def statement(v: Vocabulary, s: np.ndarray, r: np.ndarray) -> PromptBatch:
     return PromptBatch("statement", toks.astype(np.int64), np.full((n, 0), -1, np.int64))
 
 
-def zero_shot(v: Vocabulary, s: np.ndarray, r: np.ndarray) -> PromptBatch:
-    """``<bos> <q> s Q <a>`` -> a: the plain question P₀."""
+def zero_shot(v: Vocabulary, s: np.ndarray, r: np.ndarray, template: int = 0) -> PromptBatch:
+    """``<bos> <q> s Q <a>`` -> a: the plain question P₀ (``zero-shot``), or the same question in
+    another question template (``zero-shot-t1``, ...: a form fine-tuning never uses)."""
     n = len(s)
-    toks = np.stack([np.full(n, BOS), np.full(n, Q), v.entity(s), v.question_relation(r), np.full(n, A)], 1)
-    return PromptBatch("zero-shot", toks.astype(np.int64), np.full((n, 0), -1, np.int64))
+    toks = np.stack([np.full(n, BOS), np.full(n, Q), v.entity(s), v.question_relation(r, template), np.full(n, A)], 1)
+    return PromptBatch(template_prompt_name(template), toks.astype(np.int64), np.full((n, 0), -1, np.int64))
 
 
 def draw_demonstrations(r: np.ndarray, k: int, demos: dict[int, np.ndarray], rng: np.random.Generator,
