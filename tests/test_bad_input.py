@@ -455,3 +455,18 @@ def test_unreachable_scheduler_is_one_line_and_no_run_folder(capsys, cwd):
     code = main(["run", "--preset", "smoke", "--scheduler", "tcp://127.0.0.1:9", "--out", "runs/x"])
     assert_one_line(code, capsys.readouterr().err, "--scheduler = 'tcp://127.0.0.1:9'", "cannot connect")
     assert not (cwd / "runs" / "x").exists()
+
+
+@pytest.mark.slow
+def test_config_that_misfits_the_trained_model_is_one_line_and_no_run_folder(capsys, cwd):
+    """A config error only a trained model reveals (the smoke base model knows too few facts for
+    SliCK-measured splits of these sizes): after pretraining, one line naming the key, exit 2, no run
+    folder, and the base model kept in the cache, so the rerun with run.known_by = 'exposure' reuses it."""
+    code = main(["run", "--preset", "smoke", "--set", "run.known_by=slick", "--out", "runs/x"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("kgsim: error: seed 0: ") and "ConfigError: splits." in last, err
+    assert "Traceback" not in err and not (cwd / "runs" / "x").exists()
+    assert list((cwd / "runs" / ".kgsim-cache").glob("base-*/train/*.safetensors"))
+    code = main(["run", "--preset", "smoke", "--out", "runs/x"])
+    assert code == 0 and "pretrain (cached)" in capsys.readouterr().err

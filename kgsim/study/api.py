@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from kgsim.core.config import ExperimentConfig, from_dict, load_config
+from kgsim.core.config import ConfigError, ExperimentConfig, from_dict, load_config
 from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN
 from kgsim.study.runner import prepare_run_dir
 from kgsim.study.tasks import Cell, check_scheduler, run_cells
@@ -54,11 +55,19 @@ def run_config(cfg: ExperimentConfig, out: Path, cache: Path | None = None, prog
                scheduler: str | None = None) -> Path:
     """Run every seed of a resolved config into `out` and write results.json and the report;
     returns `out`. A one-cell sweep on the task-graph engine (:func:`kgsim.study.tasks.run_cells`).
-    Raises RuntimeError naming the seed and stage that failed (traceback in ``out/error.log``)."""
+    Raises ConfigError when a stage finds the config does not fit the data (say SliCK finds too
+    few Known facts for the splits' sizes): one line naming the key, the run folder left as it was
+    before (cached worlds and models are kept, so a rerun with the key changed resumes from them);
+    RuntimeError naming the seed and stage for any other failure (traceback in ``out/error.log``)."""
     check_scheduler(scheduler)                            # before the run folder is written
+    fresh = not out.exists()
     prepare_run_dir(cfg, out)
     g = run_cells([Cell("", cfg, out)], cache or out.parent / ".kgsim-cache", workers=cfg.run.workers,
                   scheduler=scheduler, show=progress)
+    if "" in g.config_errors:
+        if fresh and not any(p.is_file() and p.name != "config.toml" for p in out.rglob("*")):
+            shutil.rmtree(out)                             # nothing measured or trained there: no half-run left
+        raise ConfigError(f"{g.errors['']}; the cached world and base model are kept for the rerun")
     if g.errors:
         (out / "error.log").write_text(g.tracebacks[""])
         raise RuntimeError(f"{g.errors['']} (traceback in {out / 'error.log'})")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from kgsim.core.config import ExperimentConfig, replace
+from kgsim.core.config import ConfigError, ExperimentConfig, replace
 from kgsim.study.finish import finish
 from kgsim.study.runner import protocol_dict, run_seed, seed_key
 from kgsim.study.stages import base_hash, finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
@@ -237,6 +237,7 @@ class GraphRun:
     tasks: list[dict]
     wall_s: float
     workers: int
+    config_errors: frozenset[str] = frozenset()     # cells whose first failure is a ConfigError (data misfit)
 
     def busy_share(self) -> float:
         """Task time over (wall time x workers): the share of core time the graph kept busy."""
@@ -293,7 +294,7 @@ def run_cells(cells: list[Cell], cache: Path, *, workers: int = 2, scheduler: st
                   f"worker(s){' at ' + scheduler if scheduler else ''}; a line as each finishes",
                   file=sys.stderr, flush=True)
         records = _follow(tasks, futures, as_completed, show)
-        per_seed, errors, tbs = {}, {}, {}
+        per_seed, errors, tbs, bad_config = {}, {}, {}, set()
         for key, t in tasks.items():
             if t.kind != "finish":
                 continue
@@ -302,12 +303,14 @@ def run_cells(cells: list[Cell], cache: Path, *, workers: int = 2, scheduler: st
                 seeds = [futures[k].result()["result"] for k in t.deps]
                 per_seed[name] = seeds
             else:
-                errors[name], tbs[name] = _cause(tasks, futures, key)
+                errors[name], tbs[name], is_config = _cause(tasks, futures, key)
+                if is_config:
+                    bad_config.add(name)
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
-    return GraphRun(per_seed, errors, tbs, records, time.time() - t0, n_workers)
+    return GraphRun(per_seed, errors, tbs, records, time.time() - t0, n_workers, frozenset(bad_config))
 
 
 def _follow(tasks: dict[str, Task], futures: dict, as_completed, show: bool) -> list[dict]:
@@ -328,8 +331,8 @@ def _follow(tasks: dict[str, Task], futures: dict, as_completed, show: bool) -> 
     return records
 
 
-def _cause(tasks: dict[str, Task], futures: dict, key: str) -> tuple[str, str]:
-    """(one line, traceback) of the first failed task upstream of `key`."""
+def _cause(tasks: dict[str, Task], futures: dict, key: str) -> tuple[str, str, bool]:
+    """(one line, traceback, whether it is a ConfigError) of the first failed task upstream of `key`."""
     order = list(tasks)
     seen, stack, failed = set(), [key], []
     while stack:
@@ -348,4 +351,4 @@ def _cause(tasks: dict[str, Task], futures: dict, key: str) -> tuple[str, str]:
         exc, tb = e, None
     where = f"seed {t.seed}: " if t.seed is not None else ""
     text = "".join(traceback.format_exception(type(exc), exc, tb)) if tb is not None else repr(exc)
-    return f"{where}{t.label}: {type(exc).__name__}: {exc}", text
+    return f"{where}{t.label}: {type(exc).__name__}: {exc}", text, isinstance(exc, ConfigError)
