@@ -149,7 +149,7 @@ def test_bookkeeping_identities_are_listed_apart_from_statements_that_can_fail()
 
 
 def test_figure_captions_name_the_interval_kind():
-    from kgsim.study.report import interval_kind
+    from kgsim.study.figures import interval_kind
 
     boot = {"mean": 0.1, "lo": 0.0, "hi": 0.2, "n": 1, "method": "bootstrap over test facts"}
     seeds = {"mean": 0.1, "lo": 0.0, "hi": 0.2, "n": 5}

@@ -126,19 +126,12 @@ def test_test_filters_default_and_off():
     assert load_config("smoke", overrides=["run.test_filters=[]"]).run.test_filters == ()
 
 
-@pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])
-def test_bad_two_hop_qa_share_is_one_line_and_exit_2(capsys, tmp_path, value):
-    code = main(["run", "--preset", "smoke", "--set", f"corpus.two_hop_qa_share={value}", "--out", str(tmp_path / "r")])
+@pytest.mark.parametrize("key, value", [("corpus.two_hop_qa_share", v) for v in ("-0.1", "1.5", "nan")]
+                         + [("corpus.qa_templates", v) for v in ("0", "-1", "1.5")])
+def test_bad_corpus_knob_is_one_line_and_exit_2(capsys, tmp_path, key, value):
+    code = main(["run", "--preset", "smoke", "--set", f"{key}={value}", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "corpus.two_hop_qa_share" in err
-    assert not (tmp_path / "r").exists()
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "1.5"])
-def test_bad_qa_templates_is_one_line_and_exit_2(capsys, tmp_path, value):
-    code = main(["run", "--preset", "smoke", "--set", f"corpus.qa_templates={value}", "--out", str(tmp_path / "r")])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "corpus.qa_templates" in err
+    assert code == 2 and err.count("\n") == 1 and key in err
     assert not (tmp_path / "r").exists()
 
 
