@@ -8,12 +8,14 @@ instruction set; what holds on any machine is in tests/test_regression.py.
 Every test here needs a finished smoke run (minutes of CPU): the module is in the ``slow`` tier.
 """
 import json
+import math
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kgsim.cli import main
@@ -263,6 +265,38 @@ def test_killed_run_resumes_to_the_same_numbers(smoke_runs, tmp_path):
                      run_numbers(smoke_run))
     assert_identical("edge sets of a killed and resumed run vs an uninterrupted one", run_edges(out),
                      run_edges(smoke_run))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("kgsim-run")
+def test_smoke_run_with_fine_tuning_replicates(smoke_runs, tmp_path):
+    """run.ft_replicates = 2 (the nested design) on the second run's cached world and base model:
+    replicate 0 is the plain run's seed 0, edge for edge; replicate 1 fine-tunes the same data in
+    another order; verdicts rest on the replicates' mean, and the variance components say that one
+    seed cannot separate world-and-pretraining. A rerun finds every unit done."""
+    out, cache = tmp_path / "nested", cache_of(smoke_runs[1])
+    argv = ("run", "--preset", "smoke", "--set", "run.ft_replicates=2", "--out", str(out), "--cache", str(cache))
+    _, err = (p := _kgsim(*argv)).communicate(timeout=900)
+    assert p.returncode == 0, err
+    assert_identical("replicate 0 vs the plain run's seed 0", run_edges(out)["seed-0"],
+                     run_edges(smoke_runs[0])["seed-0"])
+    res = json.loads((out / "results.json").read_text())
+    units = {u.get("replicate", 0): u for u in res["per_unit"]}
+    assert sorted(units) == [0, 1] and len(res["per_seed"]) == 1 and res["per_seed"][0]["replicates"] == 2
+    losses = [[row.get("loss") for row in units[r]["finetune"]["ft-known"]["curve"]] for r in (0, 1)]
+    assert losses[0] != losses[1]                                        # another batch order
+    mean = res["per_seed"][0]["gaps"]["con"]["id"]["zero-shot"]
+    assert mean == pytest.approx(np.mean([units[r]["gaps"]["con"]["id"]["zero-shot"] for r in (0, 1)]))
+    for o in ("O1", "O2", "O3"):
+        vc = res["variance_components"][o]
+        assert vc["n_units"] == 2 and vc["fine_tuning"] >= 0 and vc["test_facts"] > 0, vc
+        assert vc["world_pretraining"] is None or math.isnan(vc["world_pretraining"])
+        assert "one seed" in vc["note"]
+    assert "## Variance components" in (out / "report.md").read_text()
+    _, err = (p := _kgsim(*argv)).communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert_identical("a rerun of the nested run", json.loads((out / "results.json").read_text())["per_unit"],
+                     res["per_unit"])
 
 
 def _err(capsys, *argv):

@@ -288,6 +288,7 @@ class RunConfig:
 
     seeds: tuple[int, ...] = (0,)      # one process per seed, `workers` at a time
     workers: int = 2                   # parallel seed processes (one torch thread each)
+    ft_replicates: int = 1             # fine-tuning runs per base model (the nested design: variance components)
     known_by: str = "slick"            # "slick": FT-Known / FT-Unknown by SliCK; "exposure": ground truth
     known_categories: tuple[str, ...] = FT_KNOWN_CATEGORIES   # SliCK's FT-Known: P_greedy > 0 (+ WeaklyKnown:
                                                               # P_correct > 0)
@@ -304,6 +305,7 @@ class RunConfig:
         if len(set(self.seeds)) != len(self.seeds):
             _fail(f"{p}.seeds", list(self.seeds), "seeds must be distinct")
         _positive(f"{p}.workers", self.workers)
+        _positive(f"{p}.ft_replicates", self.ft_replicates)
         if self.known_by not in ("slick", "exposure"):
             _fail(f"{p}.known_by", self.known_by, "must be 'slick' or 'exposure'")
         for i, f in enumerate(self.test_filters):

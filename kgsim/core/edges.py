@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgsim.core.io import InputFileError, read_json
 from kgsim.core.names import ZERO_SHOT, label
 
 
@@ -210,3 +211,14 @@ class TwoHopQueries:
         h1, h2 = (empty if d.get(k) is None else np.asarray(d[k], np.int64) for k in ("hop1", "hop2"))
         q = d.get("query_ids")
         return cls(rows, h1, h2, None if q is None else np.asarray(q, np.int64))
+
+
+def read_edges_json(path: Path) -> tuple[list[EdgeSet], TwoHopQueries]:
+    """One seed's ``edges.json``: its edge sets and its 2-hop queries with their hop facts."""
+    what = "a kgsim run's seed-*/edges.json"
+    data = read_json(path, what, require={"edge_sets": list, "two_hop": dict})
+    try:
+        return [EdgeSet.from_json(e) for e in data["edge_sets"]], TwoHopQueries.from_json(data["two_hop"])
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:   # Overflow: an int past int64
+        raise InputFileError(f"{path}: an edge set or the 2-hop record is malformed ({type(e).__name__}: "
+                             f"{str(e)[:80]}; expected {what})") from None

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from kgsim.core.config import ExperimentConfig, to_dict
-from kgsim.core.edges import EdgeSet, TwoHopQueries
-from kgsim.core.io import InputFileError, read_json, write_json
+from kgsim.core.edges import read_edges_json as seed_edges
+from kgsim.core.io import write_json
 from kgsim.core.provenance import environment
+from kgsim.study.nested import mean_bootstrap, replicate_means, variance_table
 from kgsim.study.report import render
 from kgsim.study.results import (
     aggregate,
     bootstrap_gap_intervals,
-    bootstrap_gaps,
     cut_to_unit,
     error_class_intervals,
     observations,
@@ -34,13 +34,23 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
 
     With one seed, intervals of gaps come from a bootstrap over that seed's test facts
     (:func:`one_seed_bootstrap`); with several, from Student t over seeds. Accuracies' intervals are
-    cut to [0, 1] (:func:`kgsim.study.results.cut_to_unit`).
+    cut to [0, 1] (:func:`kgsim.study.results.cut_to_unit`). With fine-tuning replicates
+    (``run.ft_replicates``), `per_seed` holds every (seed, replicate) unit: ``per_seed`` in the
+    results is each seed's replicate mean (:func:`kgsim.study.nested.replicate_means`), on which every
+    interval and verdict rests, ``per_unit`` every unit; ``variance_components`` splits each primary
+    contrast's spread (:func:`kgsim.study.nested.variance_table`).
     """
+    seeds = replicate_means(per_seed)                     # the nested design: one entry per seed
     boot = one_seed_bootstrap(out, per_seed)
-    agg, obs = summarise(per_seed, cfg.prompts.k_shots, per_seed[0]["sim_buckets"], boot, verdict_rules(cfg.verdicts))
+    rules = verdict_rules(cfg.verdicts)
+    sims = per_seed[0]["sim_buckets"]
+    agg, obs = summarise(seeds, cfg.prompts.k_shots, sims, boot, rules)
     res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
-           "sim_buckets": per_seed[0]["sim_buckets"], "per_seed": per_seed, "aggregate": agg,
-           "observations": obs, "wall_time_s": wall_s}
+           "sim_buckets": sims, "per_seed": seeds, "aggregate": agg, "observations": obs, "wall_time_s": wall_s}
+    if len(seeds) < len(per_seed):
+        res["per_unit"] = per_seed
+    res["variance_components"] = variance_table(out, per_seed, rules["primary"], cfg.prompts.k_shots, sims,
+                                                rules["target_effect"])
     write_json(out / "results.json", res)
     return render(res, out)
 
@@ -66,24 +76,10 @@ def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict 
 
 
 def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
-    """With one seed, the bootstrap over its test facts (:func:`kgsim.study.results.bootstrap_gaps`),
+    """With one seed, the bootstrap over its test facts (:func:`kgsim.study.results.bootstrap_gaps`;
+    of the replicates' mean with fine-tuning replicates, :func:`kgsim.study.nested.mean_bootstrap`),
     else None."""
-    if len(per_seed) != 1:
-        return None
-    seed = per_seed[0]["seed"]
-    edge_sets, _ = seed_edges(out / f"seed-{seed}" / "edges.json")
-    return bootstrap_gaps(edge_sets, seed=seed)
-
-
-def seed_edges(path: Path) -> tuple[list[EdgeSet], TwoHopQueries]:
-    """One seed's ``edges.json``: its edge sets and its 2-hop queries with their hop facts."""
-    what = "a kgsim run's seed-*/edges.json"
-    data = read_json(path, what, require={"edge_sets": list, "two_hop": dict})
-    try:
-        return [EdgeSet.from_json(e) for e in data["edge_sets"]], TwoHopQueries.from_json(data["two_hop"])
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:   # Overflow: an int past int64
-        raise InputFileError(f"{path}: an edge set or the 2-hop record is malformed ({type(e).__name__}: "
-                             f"{str(e)[:80]}; expected {what})") from None
+    return mean_bootstrap(out, per_seed)
 
 
 def check_run_dir(run_dir: Path) -> list[tuple[str, list, dict]]:

@@ -102,6 +102,7 @@ def render(res: dict, run_dir: Path) -> Path:
         L += [""]
     L += ["O1's clause on instruction-tuned models is not tested here (no instruction tuning in the "
           "synthetic world).", ""]
+    L += variance_section(res)
     L += (_base_section(res, agg) + gap_tables(res, agg) + factor_section(agg) + mechanism_section(res, agg)
           + test_filter_section(res, agg) + error_class_section(agg) + _two_hop_section(agg))
     L += checks_section(res)
@@ -110,6 +111,38 @@ def render(res: dict, run_dir: Path) -> Path:
     write_text(run_dir / "checks.md", checks_table(res))
     write_text(path, "\n".join(L))
     return path
+
+
+def _sd(v) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{100 * math.sqrt(max(v, 0.0)):.1f}"
+
+
+def variance_section(res: dict) -> list[str]:
+    """Markdown lines: each primary contrast's spread split into world-and-pretraining, fine-tuning and
+    test-fact sampling (``results["variance_components"]``, :func:`kgsim.study.stats.nested_components`),
+    as standard deviations in points; with the seeds a target effect needs per replicate count."""
+    vcs = res.get("variance_components")
+    if not vcs:
+        return []
+    reps = (res["config"].get("run") or {}).get("ft_replicates", 1)
+    L = ["## Variance components", "",
+         f"Where each primary contrast's spread comes from (sd in points). {len(res['seeds'])} seed(s) (a world and "
+         f"a base model each) x {reps} fine-tuning replicate(s) (same data, their own batch order). Test facts: "
+         "the mean bootstrap sd over each unit's test facts; fine-tuning: the sd across a seed's replicates; "
+         "world and pretraining: the between-seed component less test-fact sampling (a seed's replicates "
+         "share its test facts). The intervals above are over seeds' replicate means, and so combine all "
+         "three. \"seeds for T (J reps)\": seeds needed to detect the target effect at 80% power with J "
+         "replicates per seed.", "",
+         "| observation | primary claim | world + pretraining | fine-tuning | world + fine-tuning | test facts "
+         "| seed mean | seeds for T (1 / 2 / 4 reps) | what this design cannot separate |",
+         "|---|---|---|---|---|---|---|---|---|"]
+    for o, v in vcs.items():
+        need = v.get("seeds_for_target") or {}
+        need = " / ".join(str(need.get(j, need.get(str(j), "–"))) for j in (1, 2, 4)) if need else "–"
+        L.append(f"| {o} | {v['claim']} | {_sd(v.get('world_pretraining'))} | {_sd(v.get('fine_tuning'))} | "
+                 f"{_sd(v.get('world_and_fine_tuning'))} | {_sd(v.get('test_facts'))} | "
+                 f"{_sd(v.get('per_seed_mean'))} | {need} | {v.get('note', '')} |")
+    return L + [""]
 
 
 def _base_section(res, agg) -> list[str]:
@@ -395,7 +428,10 @@ def checks_section(res: dict) -> list[str]:
          "Every statement held against every (stage, split, prompt) of every seed; the full table with "
          "each instance's sides and residual is in `checks.md` (and `kgsim check RUN_DIR` prints it). "
          "A statement whose assumptions held in few instances was rarely in scope: its \"holds\" count "
-         "says little.", "", "### Statements that can fail", "", *head]
+         "says little. \"T1 equal recovery rates\" is a hypothesis test per instance (Fisher's exact test "
+         "of q_kn = q_unk on the missing test edges each model's prompt recovers; holds = p >= α, with no "
+         "correction across instances; the p-values are in `checks.md`).", "", "### Statements that can fail", "",
+         *head]
     book = ["", "### Consistency checks of the bookkeeping", "",
             f"{' and '.join(BOOKKEEPING)} hold for any edge sets (set algebra): a failure here is a bug in "
             "the measurement, not a finding about the models.", "", *head]
@@ -414,11 +450,13 @@ BOOKKEEPING = ("P1", "L1")      # identities of set algebra: consistency checks,
 def checks_table(res) -> str:
     """The full table of every check of every seed (Markdown)."""
     L = ["# Theory checks, every instance", "", "| seed | statement | scope | kind | lhs | rhs | holds | "
-         "assumptions (failed ones named) | residual | tolerance |", "|---|---|---|---|---|---|---|---|---|---|"]
+         "assumptions (failed ones named) | residual | tolerance | p |", "|" + "---|" * 11]
     for s in res["per_seed"]:
         for c in s.get("checks", []):
             failed = [n for n, h in c["assumptions"] if not h]
             assum = "all held" if not failed else "failed: " + "; ".join(failed)
             L.append(f"| {s['seed']} | {c['name']} | {c['scope']} | {c['kind']} | {c['lhs']:.4g} | {c['rhs']:.4g} | "
-                     f"{'yes' if c['holds'] else '**no**'} | {assum} | {c['residual']:.4g} | {c['tolerance']:.3g} |")
+                     f"{'yes' if c['holds'] else '**no**'} | {assum} | {c['residual']:.4g} | "
+                     f"{('α=' if c.get('p_value') is not None else '') + format(c['tolerance'], '.3g')} | "
+                     f"{'' if c.get('p_value') is None else format(c['p_value'], '.3g')} |")
     return "\n".join(L) + "\n"

@@ -411,7 +411,7 @@ def _g(seed: dict, stage: str, split: str, prompt: str) -> float:
     return seed["gaps"].get(stage, {}).get(split, {}).get(prompt, float("nan"))
 
 
-def _claims(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str]) -> dict:
+def claim_values(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list[str]) -> dict:
     """``{observation: {claim: (values over seeds or replicates, positive)}}`` for O1-O3."""
     g = lambda stage, split, prompt: [_g(s, stage, split, prompt) for s in per_seed]  # noqa: E731
     diff = lambda a, b: [x - y for x, y in zip(a, b)]  # noqa: E731
@@ -477,7 +477,7 @@ def claim_names(k_shots: tuple[int, ...], sim_names: list[str], two_hop: bool = 
             for st in STAGES}
     for st in STAGES:
         gaps[st][ID] = {RECALL_COT: 0.0} if recall else {}
-    return {o: list(parts) for o, parts in _claims([{"gaps": gaps}], k_shots, sim_names).items()}
+    return {o: list(parts) for o, parts in claim_values([{"gaps": gaps}], k_shots, sim_names).items()}
 
 
 def check_verdicts(cfg) -> None:
@@ -500,9 +500,9 @@ def observations(per_seed: list[dict], k_shots: tuple[int, ...], sim_names: list
     several seeds the secondary claims carry ``p_holm``, their t-test p-values Holm-adjusted within
     the observation."""
     rules = rules or verdict_rules(None)
-    claims = _claims(per_seed, k_shots, sim_names)
+    claims = claim_values(per_seed, k_shots, sim_names)
     if len(per_seed) == 1 and boot:
-        reps = _claims([boot], k_shots, sim_names)                        # values: arrays of replicates
+        reps = claim_values([boot], k_shots, sim_names)                        # values: arrays of replicates
         out = {o: {name: bootstrap_verdict(vals[0], reps[o][name][0], pos) for name, (vals, pos) in parts.items()}
                for o, parts in claims.items()}
     else:

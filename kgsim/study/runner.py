@@ -5,6 +5,9 @@ Run directory::
     DIR/config.toml            the resolved config (a rerun with another config is refused)
     DIR/seed-S/                per seed: probe.json/.npz, ft-known/, ft-unknown/ (training dirs with
                                metrics.jsonl, es/con weights), edges.json, results.json
+    DIR/seed-S-ftR/            with ``run.ft_replicates`` > 1: the seed's fine-tuning replicate R >= 1
+                               (same world, base model, splits and test sets; fine-tuning's own
+                               random stream, i.e. its batch order, differs)
     DIR/results.json           every figure per seed and aggregated (95% intervals), observations,
                                config, seeds, versions, git commit
     DIR/report.md, DIR/figures/*.png
@@ -59,17 +62,24 @@ class RunDirError(ValueError):
 def protocol_dict(cfg: ExperimentConfig) -> dict:
     """The config without what does not change a seed's numbers (which seeds, how many workers)."""
     d = to_dict(cfg)
-    d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers")}
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers", "ft_replicates")}
     d.pop("seed")
     return d
 
 
-def seed_key(cfg: ExperimentConfig, seed: int) -> dict:
-    """What one seed's measured numbers depend on: the protocol without the verdict rules (judged at
-    the end, from every seed) and with the seed."""
+def unit_name(seed: int, replicate: int = 0) -> str:
+    """The folder of one (seed, fine-tuning replicate): ``seed-S`` for replicate 0 (as before
+    replicates existed), ``seed-S-ftR`` for R >= 1."""
+    return f"seed-{seed}" + (f"-ft{replicate}" if replicate else "")
+
+
+def seed_key(cfg: ExperimentConfig, seed: int, replicate: int = 0) -> dict:
+    """What one seed's (or fine-tuning replicate's) measured numbers depend on: the protocol without
+    the verdict rules (judged at the end, from every seed) and with the seed, and the replicate when
+    it is not 0 (so results written before replicates existed still match)."""
     d = protocol_dict(replace(cfg, seed=seed))
     d.pop("verdicts", None)
-    return d | {"seed": seed}
+    return d | {"seed": seed} | ({"replicate": replicate} if replicate else {})
 
 
 def prepare_run_dir(cfg: ExperimentConfig, out: Path) -> None:
@@ -107,13 +117,15 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 # One seed
 # --------------------------------------------------------------------------------------------
 
-def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progress=lambda *a: None) -> dict:
-    """Every stage of one seed; returns (and writes) the seed's results."""
+def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progress=lambda *a: None,
+             replicate: int = 0) -> dict:
+    """Every stage of one seed (and fine-tuning `replicate`: world, base model, probe and splits are
+    the seed's, fine-tuning draws its own batch order); returns (and writes) the results."""
 
     cfg = replace(cfg, seed=seed)
-    out = run_dir / f"seed-{seed}"
+    out = run_dir / unit_name(seed, replicate)
     done = out / "results.json"
-    key = seed_key(cfg, seed)
+    key = seed_key(cfg, seed, replicate)
     if done.is_file():
         res = json.loads(done.read_text())
         if res.get("key") == key:
@@ -126,7 +138,8 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     timing["pretrain_s"] = base.result.wall_time_s
     probe = probe_stage(cfg, world, base, progress)
     splits = ft_splits(cfg, world, probe)
-    ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress) for m, which in ft_models(cfg)}
+    ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress, replicate=replicate)
+          for m, which in ft_models(cfg)}
     paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in STAGES}
     meas = measure_seed(cfg, world, splits, base.model, paths, progress, filter_test_sets(cfg, world, probe, splits))
     edge_sets: list[EdgeSet] = meas["edge_sets"]
@@ -136,7 +149,7 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     figs = seed_figures(edge_sets)
     sets = ft_sets(cfg, world, splits)
     errors = error_class_counts(edge_sets, world.kg, {m: sets[which] for m, which in ft_models(cfg)})
-    res = {"key": key, "seed": seed, "version": RESULT_VERSION, **figs,
+    res = {"key": key, "seed": seed, "replicate": replicate, "version": RESULT_VERSION, **figs,
            "base": {k: v for k, v in probe.items() if not isinstance(v, np.ndarray)},
            "known_rules": known_rules(cfg, world, probe),
            "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},

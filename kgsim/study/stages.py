@@ -323,11 +323,13 @@ class KgsimFineTuner:
 
 
 def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Splits, which: str, out: Path,
-                   progress: Progress = _quiet, bar: bool = False) -> dict:
+                   progress: Progress = _quiet, bar: bool = False, replicate: int = 0) -> dict:
     """Fine-tune a copy of the base model on one of :func:`ft_sets` (`which` = "known", "unknown" or
     "mixed"), into ``out/ft-{which}``, with :class:`KgsimFineTuner`: Early Stop on the dev set;
     fitting curves on a sample of each fine-tuning pool, the ID test set and (for "mixed") the
-    set's Known and Unknown parts. The first step at which the training set was fitted is recorded."""
+    set's Known and Unknown parts. The first step at which the training set was fitted is recorded.
+    `replicate` R >= 1 names the training run ``finetune-{which}/ftR``: the same data, its own random
+    stream (batch order, dropout); replicate 0 is the run as it was before replicates existed."""
     facts = ft_sets(cfg, world, splits)[which]
     sample_rng = rngs.stream(cfg.seed, "finetune/eval-sample")
     k_eval = min(cfg.run.ft_eval_facts, len(splits.ft_known))
@@ -335,8 +337,8 @@ def finetune_stage(cfg: ExperimentConfig, world: World, base: Base, splits: Spli
               "ft_known_acc": np.sort(sample_rng.choice(splits.ft_known, k_eval, replace=False)),
               "ft_unknown_acc": np.sort(sample_rng.choice(splits.ft_unknown, k_eval, replace=False))}
     parts = {"known": splits.ft_known, "unknown": splits.ft_unknown} if which == "mixed" else {}
-    tuner = KgsimFineTuner(cfg, world, base.dir / "train" / "con.safetensors", f"finetune-{which}", probes, parts,
-                           progress, bar)
+    name = f"finetune-{which}" + (f"/ft{replicate}" if replicate else "")
+    tuner = KgsimFineTuner(cfg, world, base.dir / "train" / "con.safetensors", name, probes, parts, progress, bar)
     res = tuner.fit(facts, splits.dev, out / f"ft-{which}")
     return {"es_step": res.es_step, "es_dev_acc": res.es_dev_acc, "final_step": res.final_step,
             "first_fitted_step": res.summary["first_fitted_step"], "curve": res.history, "es_path": str(res.es),

@@ -16,6 +16,8 @@ simulated data with a known truth.
   given power, and the seeds a target effect needs.
 - :func:`variance_components`: a nested design's between-group and within-group variance
   (world-and-pretraining vs fine-tuning), by the one-way random-effects ANOVA estimator.
+- :func:`nested_components`: the three sources of a contrast's spread (world-and-pretraining,
+  fine-tuning, test-fact sampling) from a nested run, with what its design cannot separate.
 - :func:`decide`: holds / fails / undecided from an interval, an equivalence test and the MDE.
 
 >>> lo, hi = wilson(0, 20)
@@ -35,7 +37,7 @@ import numpy as np
 from scipy import optimize, stats
 
 __all__ = ["wilson", "logit_interval", "t_interval", "tost", "holm", "mde", "seeds_needed",
-           "variance_components", "Decision", "decide"]
+           "variance_components", "nested_components", "Decision", "decide"]
 
 
 def _clean(values) -> np.ndarray:
@@ -203,6 +205,71 @@ def variance_components(groups) -> dict:
     total = between + ms_w
     return {"between": between, "within": float(ms_w), "icc": between / total if total > 0 else float("nan"),
             "groups": k, "n": int(N)}
+
+
+def nested_components(values, sampling_var=None, target: float | None = None) -> dict:
+    """The spread of one contrast split into its three sources, from a nested run: `values[i]` holds
+    the contrast of base seed i's fine-tuning replicates (one world and base model per seed; the
+    replicates share its splits and test facts and differ only in fine-tuning's random stream);
+    `sampling_var[i][j]` (optional) is replicate j's variance under resampling its test facts (the
+    bootstrap). Returns variances (units of the values squared; NaN where the design cannot
+    separate them, with the reason in ``note``):
+
+    - ``test_facts``: the mean bootstrap variance;
+    - ``fine_tuning``: the pooled within-seed variance across replicates (needs a seed with >= 2);
+    - ``world_pretraining``: the between-seed component (one-way random-effects ANOVA,
+      :func:`variance_components`) less ``test_facts``, since every seed draws its own test facts and
+      its replicates share them; truncated at 0 (needs >= 2 seeds);
+    - ``world_and_fine_tuning``: with one replicate per seed, the seeds' variance less ``test_facts``
+      (the two cannot be told apart);
+    - ``per_seed_mean``: the variance of one seed's replicate mean, world + test facts + fine-tuning /
+      J (J: the replicates per seed), which the Student-t interval over seeds estimates directly;
+
+    and with `target` (an effect, same units) ``seeds_for_target``: {J: the seeds a one-sample t-test
+    over seed means needs to detect `target` at 80% power with J replicates per seed} for J = 1, 2, 4,
+    where all three components are separated.
+
+    A hand check: two seeds whose replicates differ by ±1 around means 0 and 4, bootstrap variance 0.5:
+
+    >>> vc = nested_components([[-1.0, 1.0], [3.0, 5.0]], [[0.5, 0.5], [0.5, 0.5]])
+    >>> vc["fine_tuning"], vc["test_facts"], vc["world_pretraining"]
+    (2.0, 0.5, 6.5)
+    """
+    gs = [np.asarray(_clean(g)) for g in values]
+    gs = [g for g in gs if len(g)]
+    sv = _clean(np.concatenate([np.asarray(v, float).ravel() for v in sampling_var])) if sampling_var else np.array([])
+    out = {"n_seeds": len(gs), "n_units": int(sum(len(g) for g in gs)),
+           "replicates": sorted({len(g) for g in gs}), "test_facts": float(sv.mean()) if len(sv) else float("nan"),
+           "fine_tuning": float("nan"), "world_pretraining": float("nan"), "world_and_fine_tuning": float("nan"),
+           "per_seed_mean": float("nan")}
+    notes = []
+    if not gs:
+        return out | {"note": "not measured"}
+    t = out["test_facts"] if len(sv) else 0.0
+    if not len(sv):
+        notes.append("no bootstrap: test-fact sampling is not separated")
+    multi = [g for g in gs if len(g) >= 2]
+    if multi:
+        ss_w = sum(float(((g - g.mean()) ** 2).sum()) for g in multi)
+        out["fine_tuning"] = ss_w / sum(len(g) - 1 for g in multi)
+    else:
+        notes.append("one fine-tuning run per seed: fine-tuning is not separated from world-and-pretraining")
+    if len(gs) >= 2:
+        means = np.array([g.mean() for g in gs])
+        out["per_seed_mean"] = float(means.var(ddof=1))
+        if multi:
+            vc = variance_components(gs)
+            out["world_pretraining"] = max(0.0, vc["between"] - t)
+        else:
+            out["world_and_fine_tuning"] = max(0.0, float(np.concatenate(gs).var(ddof=1)) - t)
+    else:
+        notes.append("one seed: world-and-pretraining is not separated (nor in any interval)")
+    sep = [out[k] for k in ("world_pretraining", "fine_tuning", "test_facts")]
+    if target is not None and all(np.isfinite(sep)):
+        w, f, tf = sep
+        out["seeds_for_target"] = {j: seeds_needed(math.sqrt(w + tf + f / j), target) if w + tf + f > 0 else 2
+                                   for j in (1, 2, 4)}
+    return out | {"note": "; ".join(notes) if notes else "all three separated"}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ output where the stages cache it, so a killed graph, submitted again, resumes at
 Execution: a ``LocalCluster`` of single-thread worker processes (the default, ``workers``) or an
 existing scheduler (``scheduler``: workers must share the file system and the kgsim install). Every
 task runs with one torch thread, so its numbers do not depend on where or beside what it ran.
+With ``run.ft_replicates`` = R > 1 (the nested design), every seed's world, base model and probe
+feed R fine-tuning replicates, each in its own folder (``seed-S``, ``seed-S-ft1``, ...; see
+:func:`kgsim.study.runner.unit_name`) with its own finetune and seed tasks.
 Pretraining has the highest priority, so the long chains start first and the short stages of
 every seed and cell fill the cores around them.
 """
@@ -41,7 +44,7 @@ import torch
 
 from kgsim.core.config import ConfigError, ExperimentConfig, replace
 from kgsim.study.finish import finish
-from kgsim.study.runner import protocol_dict, run_seed, seed_key
+from kgsim.study.runner import protocol_dict, run_seed, seed_key, unit_name
 from kgsim.study.stages import base_hash, finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
 from kgsim.world.build import world_hash, world_is_current
 
@@ -73,16 +76,17 @@ class Task:
     seed: int | None = None
     cells: list[str] = field(default_factory=list)
     label: str = ""
+    replicate: int = 0                  # the fine-tuning replicate (finetune and seed tasks)
 
 
 def _h(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def finetune_key(cfg: ExperimentConfig, which: str) -> str:
+def finetune_key(cfg: ExperimentConfig, which: str, replicate: int = 0) -> str:
     """What a fine-tuned model depends on: the whole protocol except the test-time prompts, the
     similarity buckets and the test-set filters (measured later), the verdict rules (judged at the end),
-    and the Unknown share except for the mixed set."""
+    and the Unknown share except for the mixed set; and its fine-tuning replicate, when not 0."""
     d = protocol_dict(cfg)
     d.pop("prompts")
     d["run"].pop("sim_buckets", None)
@@ -90,7 +94,7 @@ def finetune_key(cfg: ExperimentConfig, which: str) -> str:
     d.pop("verdicts", None)
     if which != "mixed":
         d["finetune"].pop("unknown_share", None)
-    return _h(d, cfg.seed, which)
+    return _h(d, cfg.seed, which, *([replicate] if replicate else []))
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,21 +139,22 @@ def probe_task(cfg: ExperimentConfig, cache: str, *_deps) -> dict:
     return _done(rec, cached)
 
 
-def finetune_task(cfg: ExperimentConfig, cache: str, which: str, seed_dir: str, *_deps) -> dict:
+def finetune_task(cfg: ExperimentConfig, cache: str, which: str, seed_dir: str, replicate: int, *_deps) -> dict:
     rec = _start()
     world = world_stage(cfg, Path(cache))
     base = pretrain_stage(cfg, world, Path(cache))
     splits = ft_splits(cfg, world, probe_stage(cfg, world, base))
     cached = (Path(seed_dir) / f"ft-{which}" / "con.safetensors").is_file()
-    finetune_stage(cfg, world, base, splits, which, Path(seed_dir))
+    finetune_stage(cfg, world, base, splits, which, Path(seed_dir), replicate=replicate)
     return _done(rec, cached)
 
 
-def seed_task(cfg: ExperimentConfig, seed: int, run_dir: str, cache: str, links: dict, *_deps) -> dict:
+def seed_task(cfg: ExperimentConfig, seed: int, run_dir: str, cache: str, links: dict, replicate: int,
+              *_deps) -> dict:
     """Link the shared fine-tuned models into this cell's seed folder, then :func:`run_seed` (every
     earlier stage is cached by now: it measures every edge set and writes the seed's results)."""
     rec = _start()
-    seed_dir = Path(run_dir) / f"seed-{seed}"
+    seed_dir = Path(run_dir) / unit_name(seed, replicate)
     seed_dir.mkdir(parents=True, exist_ok=True)
     for name, target in links.items():
         link = seed_dir / name
@@ -158,9 +163,9 @@ def seed_task(cfg: ExperimentConfig, seed: int, run_dir: str, cache: str, links:
         if not link.exists():
             link.symlink_to(os.path.relpath(target, seed_dir), target_is_directory=True)
     done = seed_dir / "results.json"
-    key = seed_key(cfg, seed)                                            # as run_seed keys its results
+    key = seed_key(cfg, seed, replicate)                                 # as run_seed keys its results
     cached = done.is_file() and json.loads(done.read_text()).get("key") == key
-    res = run_seed(cfg, seed, Path(run_dir), Path(cache))
+    res = run_seed(cfg, seed, Path(run_dir), Path(cache), replicate=replicate)
     return {"result": res, "task": _done(rec, cached)}
 
 
@@ -180,10 +185,10 @@ def build_graph(cells: list[Cell], cache: Path, t0: float = 0.0) -> dict[str, Ta
     tasks: dict[str, Task] = {}
     hosts = _ft_hosts(cells)                 # fine-tuning key -> the seed folder it is trained in
 
-    def add(kind: str, key: str, fn, args: tuple, deps=(), seed=None, cell="", label="") -> str:
+    def add(kind: str, key: str, fn, args: tuple, deps=(), seed=None, cell="", label="", replicate=0) -> str:
         key = f"{kind}-{key}"
         if key not in tasks:
-            tasks[key] = Task(key, kind, fn, args, tuple(deps), seed, [], label or kind)
+            tasks[key] = Task(key, kind, fn, args, tuple(deps), seed, [], label or kind, replicate)
         if cell not in tasks[key].cells:
             tasks[key].cells.append(cell)
         return key
@@ -196,16 +201,18 @@ def build_graph(cells: list[Cell], cache: Path, t0: float = 0.0) -> dict[str, Ta
             w = add("world", world_hash(c), world_task, (c, str(cache)), **at)
             b = add("pretrain", base_hash(c), pretrain_task, (c, str(cache)), [w], **at)
             p = add("probe", _h(base_hash(c), c.section_hash("probe")), probe_task, (c, str(cache)), [b], **at)
-            seed_dir = cell.out / f"seed-{seed}"
-            fts, links = [], {}
-            for model, which in ft_models(c):
-                k = finetune_key(c, which)
-                fts.append(add("finetune", k, finetune_task, (c, str(cache), which, str(hosts[k])), [p],
-                               label=f"finetune {model}", **at))
-                if hosts[k] != seed_dir:
-                    links[f"ft-{which}"] = str(hosts[k] / f"ft-{which}")
-            seed_keys.append(add("seed", _h(protocol_dict(c), seed, str(cell.out)), seed_task,
-                                 (cell.cfg, seed, str(cell.out), str(cache), links), fts, label="measure", **at))
+            for r in range(cell.cfg.run.ft_replicates):
+                seed_dir = cell.out / unit_name(seed, r)
+                fts, links = [], {}
+                for model, which in ft_models(c):
+                    k = finetune_key(c, which, r)
+                    fts.append(add("finetune", k, finetune_task, (c, str(cache), which, str(hosts[k]), r), [p],
+                                   label=f"finetune {model}", replicate=r, **at))
+                    if hosts[k] != seed_dir:
+                        links[f"ft-{which}"] = str(hosts[k] / f"ft-{which}")
+                seed_keys.append(add("seed", _h(protocol_dict(c), seed, str(cell.out), *([r] if r else [])),
+                                     seed_task, (cell.cfg, seed, str(cell.out), str(cache), links, r), fts,
+                                     label="measure", replicate=r, **at))
         add("finish", _h(str(cell.out)), finish_task, (cell.cfg, str(cell.out), t0), seed_keys, cell=cell.name)
     return tasks
 
@@ -217,8 +224,10 @@ def _ft_hosts(cells: list[Cell]) -> dict[str, Path]:
     for cell in cells:
         for seed in cell.cfg.run.seeds:
             c = replace(cell.cfg, seed=seed)
-            for _, which in ft_models(c):
-                wanted.setdefault(finetune_key(c, which), []).append(cell.out / f"seed-{seed}" / f"ft-{which}")
+            for r in range(cell.cfg.run.ft_replicates):
+                for _, which in ft_models(c):
+                    wanted.setdefault(finetune_key(c, which, r), []).append(
+                        cell.out / unit_name(seed, r) / f"ft-{which}")
     return {k: next((d for d in dirs if d.is_dir() and not d.is_symlink()), dirs[0]).parent
             for k, dirs in wanted.items()}
 
@@ -324,7 +333,8 @@ def _follow(tasks: dict[str, Task], futures: dict, as_completed, show: bool) -> 
             rec |= out.get("task", out)
         if show:
             where = " ".join(x for x in (f"cell {t.cells[0]}" if t.cells[0] else "",
-                                         f"seed {t.seed}" if t.seed is not None else "") if x)
+                                         f"seed {t.seed}" if t.seed is not None else "",
+                                         f"ft replicate {t.replicate}" if t.replicate else "") if x)
             what = "FAILED" if fut.status != "finished" else "cached" if rec.get("cached") else f"{rec['wall_s']:.0f} s"
             print(f"[{i}/{n}] {where + ': ' if where else ''}{t.label} ({what})", file=sys.stderr, flush=True)
         records.append(rec)

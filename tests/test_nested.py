@@ -1,0 +1,98 @@
+"""The nested design (``run.ft_replicates``): the task graph it builds, the keys it leaves unchanged,
+replicate means, and the variance components against a hand computation and a simulated truth.
+The end-to-end run is in tests/test_run.py (``test_smoke_run_with_fine_tuning_replicates``)."""
+import math
+
+import numpy as np
+import pytest
+
+from kgsim.cli import main
+from kgsim.core.config import load_config
+from kgsim.study.nested import replicate_means
+from kgsim.study.runner import protocol_dict, seed_key, unit_name
+from kgsim.study.stages import ft_models
+from kgsim.study.stats import nested_components, variance_components
+from kgsim.study.tasks import Cell, build_graph, finetune_key
+
+
+def test_the_graph_has_one_base_per_seed_and_a_fine_tuning_chain_per_replicate(tmp_path):
+    cfg = load_config("smoke", overrides=["run.seeds=[0, 1]", "run.ft_replicates=3"])
+    tasks = build_graph([Cell("", cfg, tmp_path / "run")], tmp_path / "cache")
+    kinds: dict = {}
+    for t in tasks.values():
+        kinds[t.kind] = kinds.get(t.kind, 0) + 1
+    n_ft = len(ft_models(cfg))
+    assert kinds == {"world": 2, "pretrain": 2, "probe": 2, "finetune": 2 * 3 * n_ft, "seed": 6, "finish": 1}
+    seed_dirs = sorted({t.args[3] for t in tasks.values() if t.kind == "finetune"})
+    assert [d.rsplit("/", 1)[-1] for d in seed_dirs] == [
+        "seed-0", "seed-0-ft1", "seed-0-ft2", "seed-1", "seed-1-ft1", "seed-1-ft2"]
+
+
+def test_replicate_zero_keeps_every_key_of_a_run_without_replicates():
+    one = load_config("smoke")
+    three = load_config("smoke", overrides=["run.ft_replicates=3"])
+    assert protocol_dict(one) == protocol_dict(three)                # more replicates: the same run, extended
+    assert seed_key(one, 0) == seed_key(three, 0, 0) != seed_key(three, 0, 1)
+    for _, which in ft_models(one):
+        keys = {finetune_key(three, which, r) for r in range(3)}
+        assert finetune_key(one, which) == finetune_key(three, which, 0) and len(keys) == 3
+    assert (unit_name(4), unit_name(4, 0), unit_name(4, 2)) == ("seed-4", "seed-4", "seed-4-ft2")
+
+
+def test_replicate_means_average_figures_and_leave_single_units_alone():
+    units = [{"seed": 1, "replicate": 1, "gaps": {"con": {"id": {"zero-shot": 0.2}}}, "finetune": {"es_step": 10},
+              "checks": ["b"]},
+             {"seed": 1, "replicate": 0, "gaps": {"con": {"id": {"zero-shot": 0.6}}}, "finetune": {"es_step": 20},
+              "checks": ["a"]},
+             {"seed": 2, "gaps": {"con": {"id": {"zero-shot": float("nan")}}}}]
+    one, two = replicate_means(units)
+    assert one["gaps"]["con"]["id"]["zero-shot"] == pytest.approx(0.4)
+    assert one["finetune"]["es_step"] == 15 and one["checks"] == ["a"] and one["replicates"] == 2
+    assert "replicate" not in one and two is units[2]
+
+
+def test_nested_components_by_hand():
+    # seeds' replicates: [1, 3] (mean 2), [4, 6, 8] (mean 6), [10] (mean 10); bootstrap variance 0.5
+    vc = nested_components([[1.0, 3.0], [4.0, 6.0, 8.0], [10.0]], [[0.5, 0.5, 0.5, 0.5, 0.5, 0.5]])
+    ss_w, df_w = (1 + 1) + (4 + 0 + 4), 1 + 2                      # the single-replicate seed adds no df
+    assert vc["fine_tuning"] == pytest.approx(ss_w / df_w)
+    between = variance_components([[1.0, 3.0], [4.0, 6.0, 8.0], [10.0]])["between"]
+    assert vc["world_pretraining"] == pytest.approx(between - 0.5)
+    assert vc["test_facts"] == 0.5 and vc["per_seed_mean"] == pytest.approx(np.var([2.0, 6.0, 10.0], ddof=1))
+    assert vc["note"] == "all three separated" and math.isnan(vc["world_and_fine_tuning"])
+
+
+def test_nested_components_say_what_a_design_cannot_separate():
+    single = nested_components([[0.1], [0.3], [0.2]], [[1e-4] * 3])
+    assert math.isnan(single["fine_tuning"]) and math.isnan(single["world_pretraining"])
+    assert single["world_and_fine_tuning"] == pytest.approx(np.var([0.1, 0.3, 0.2], ddof=1) - 1e-4)
+    assert "not separated from world" in single["note"]
+    one_seed = nested_components([[0.1, 0.2, 0.4]], [[1e-4] * 3])
+    assert one_seed["fine_tuning"] == pytest.approx(np.var([0.1, 0.2, 0.4], ddof=1))
+    assert math.isnan(one_seed["world_pretraining"]) and "one seed" in one_seed["note"]
+    assert math.isnan(nested_components([[0.1, 0.2]])["test_facts"])
+
+
+def test_nested_components_recover_a_known_truth():
+    """y_ij = W_i + T_i + F_ij: world sd 5, test-fact sampling sd 2 (shared by a seed's replicates,
+    as its test facts are; the bootstrap reports its variance, 4), fine-tuning sd 3."""
+    rng = np.random.default_rng(7)
+    world, facts, ft = 25.0, 4.0, 9.0
+    est = []
+    for _ in range(400):
+        shift = rng.normal(0, math.sqrt(world), 10) + rng.normal(0, math.sqrt(facts), 10)
+        groups = [m + rng.normal(0, math.sqrt(ft), 3) for m in shift]
+        est.append(nested_components(groups, [[facts] * 30], target=10.0))
+    assert np.mean([e["fine_tuning"] for e in est]) == pytest.approx(ft, rel=0.05)
+    assert np.mean([e["world_pretraining"] for e in est]) == pytest.approx(world, rel=0.12)
+    assert np.mean([e["per_seed_mean"] for e in est]) == pytest.approx(world + facts + ft / 3, rel=0.1)
+    need = est[0]["seeds_for_target"]
+    assert need[1] >= need[2] >= need[4] >= 2                      # more replicates never need more seeds
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "1.5", "'two'"])
+def test_bad_ft_replicates_is_one_line_and_exit_2(capsys, tmp_path, value):
+    code = main(["run", "--preset", "smoke", "--set", f"run.ft_replicates={value}", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "run.ft_replicates" in err
+    assert not (tmp_path / "r").exists()
