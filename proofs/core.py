@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -40,6 +41,9 @@ class CheckResult:
     ``(name, held)`` pairs: an exact statement whose assumptions all held must hold; one whose
     assumptions did not hold is reported as computed, never skipped. ``scope`` names the instance
     (e.g. ``"con · id · 3-shot vs zero-shot"``) when a run holds many.
+
+    A check that is a hypothesis test sets ``p_value``: then ``holds`` is p ≥ α and ``tolerance`` is
+    that level α (not a bound on the residual); None for every other check.
     """
 
     name: str
@@ -52,6 +56,7 @@ class CheckResult:
     residual: float
     detail: str = ""
     scope: str = ""
+    p_value: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -60,6 +65,8 @@ class CheckResult:
         for name in ("lhs", "rhs", "tolerance", "residual"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "holds", bool(self.holds))
+        if self.p_value is not None:
+            object.__setattr__(self, "p_value", float(self.p_value))
 
     @property
     def assumptions_held(self) -> bool:
@@ -67,10 +74,11 @@ class CheckResult:
         return all(held for _, held in self.assumptions)
 
     def to_json(self) -> dict:
-        """A JSON-ready dict (``assumptions`` as a list of ``[name, held]``)."""
-        return {"name": self.name, "scope": self.scope, "kind": self.kind, "lhs": self.lhs, "rhs": self.rhs,
-                "holds": self.holds, "tolerance": self.tolerance, "residual": self.residual,
-                "assumptions": [[n, h] for n, h in self.assumptions], "detail": self.detail}
+        """A JSON-ready dict (``assumptions`` as a list of ``[name, held]``; ``p_value`` only where set)."""
+        d = {"name": self.name, "scope": self.scope, "kind": self.kind, "lhs": self.lhs, "rhs": self.rhs,
+             "holds": self.holds, "tolerance": self.tolerance, "residual": self.residual,
+             "assumptions": [[n, h] for n, h in self.assumptions], "detail": self.detail}
+        return d if self.p_value is None else {**d, "p_value": self.p_value}
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,9 +195,106 @@ def hoeffding_radius(sum_sq_ranges: float, delta: float) -> float:
     return math.sqrt(sum_sq_ranges * math.log(2.0 / delta) / 2.0)
 
 
+# --------------------------------------------------------------------------------------------
+# Tests of two rates (the recovery rates of T1)
+# --------------------------------------------------------------------------------------------
+
+FISHER_TIE = 1e-7
+"""Relative tolerance under which two tables count as equally likely in :func:`fisher_exact_p`
+(R's ``fisher.test`` uses the same): it absorbs rounding in the log recurrence, nothing else."""
+
+
+def fisher_exact_p(table) -> float:
+    """Two-sided p-value of Fisher's exact test of independence in a 2x2 table of counts.
+
+    With rows r₁ = a + b, r₂ = c + d and first column c₁ = a + c fixed, the top-left count x is
+    hypergeometric: P(x) = C(r₁, x)·C(r₂, c₁ − x) / C(n, c₁) on max(0, c₁ − r₂) ≤ x ≤ min(r₁, c₁).
+    The p-value is the probability of the tables no more likely than the one observed,
+    Σ_{P(y) ≤ P(a)} P(y) (ties within a relative :data:`FISHER_TIE`), as scipy.stats.fisher_exact
+    computes it. P is built from the ratio P(y+1)/P(y) = (r₁ − y)(c₁ − y) / ((y + 1)(r₂ − c₁ + y + 1))
+    summed in logs and normalised over the support, so no factorial is formed. A table with an
+    empty row or column has a single possible table and p = 1. Raises ValueError for a table that
+    is not 2x2 non-negative integers.
+
+    >>> round(fisher_exact_p([[3, 1], [1, 3]]), 6)          # (1 + 16 + 16 + 1) / 70
+    0.485714
+    """
+    t = np.asarray(table)
+    if t.shape != (2, 2) or not np.issubdtype(t.dtype, np.integer) or (t < 0).any():
+        raise ValueError(f"a 2x2 table of non-negative integer counts is needed, got {t.dtype} {t.shape}: {t.tolist()}")
+    (a, b), (c, d) = (int(v) for v in t[0]), (int(v) for v in t[1])
+    r1, r2, c1 = a + b, c + d, a + c
+    lo, hi = max(0, c1 - r2), min(r1, c1)
+    if lo == hi:
+        return 1.0
+    y = np.arange(lo, hi, dtype=np.float64)
+    log_ratio = np.log(r1 - y) + np.log(c1 - y) - np.log(y + 1) - np.log(r2 - c1 + y + 1)
+    log_p = np.concatenate([[0.0], np.cumsum(log_ratio)])            # log P(x) + const, x = lo..hi
+    p = np.exp(log_p - log_p.max())
+    observed = p[a - lo]
+    return float(min(1.0, p[p <= observed * (1 + FISHER_TIE)].sum() / p.sum()))
+
+
+def wilson_interval(x: float, n: float, z: float) -> tuple[float, float]:
+    """Wilson's score interval for a binomial rate x / n at normal quantile z ([0, 1] if n = 0).
+    x and n may be non-integer (effective counts)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = x / n
+    centre = (x + z * z / 2) / (n + z * z)
+    half = z * math.sqrt(n * p * (1 - p) + z * z / 4) / (n + z * z)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_interval(x1: float, n1: float, x2: float, n2: float, *, alpha: float = 0.05) -> tuple[float, float]:
+    """(1 − α) confidence interval for a difference of two independent binomial rates p₁ − p₂ = x₁/n₁ − x₂/n₂:
+    Newcombe's hybrid score interval (Newcombe 1998, Stat. Med. 17:873, method 10), which combines
+    each rate's Wilson interval (l_i, u_i): [D − sqrt((p₁ − l₁)² + (u₂ − p₂)²),
+    D + sqrt((u₁ − p₁)² + (p₂ − l₂)²)], D = p₁ − p₂. (−1, 1) when a rate has n = 0.
+
+    >>> [round(v, 4) for v in newcombe_interval(56, 70, 48, 80)]       # Newcombe's worked example
+    [0.0524, 0.3339]
+    """
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha = {alpha!r}: a confidence interval's error rate must lie in (0, 1)")
+    if n1 <= 0 or n2 <= 0:
+        return -1.0, 1.0
+    z = -NormalDist().inv_cdf(alpha / 2)           # from the lower tail: exact for tiny α too
+    p1, p2 = x1 / n1, x2 / n2
+    (l1, u1), (l2, u2) = wilson_interval(x1, n1, z), wilson_interval(x2, n2, z)
+    d = p1 - p2
+    return d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2)
+
+
+def permutation_p(outcomes: np.ndarray, coef: np.ndarray, *, rng: np.random.Generator,
+                  n_permutations: int) -> float:
+    """Monte Carlo permutation p-value of the statistic |coef · x| against permutations of ``outcomes``.
+
+    ``outcomes`` (bool [M]) are exchangeable under the null hypothesis; ``coef`` (float [M]) is fixed.
+    Each of ``n_permutations`` draws shuffles the outcomes over the M positions (``rng``); the p-value
+    is (1 + #{draws at least as extreme}) / (1 + n_permutations), a valid p-value for any number of
+    draws (P(p ≤ α) ≤ α under the null). Ties count within a relative 1e-9.
+    """
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations = {n_permutations!r}: need at least one permutation")
+    x0 = np.asarray(outcomes, np.float64)
+    coef = np.asarray(coef, np.float64)
+    k = int(x0.sum())
+    if k == 0 or k == x0.size:                     # a single arrangement: nothing to test
+        return 1.0
+    observed = abs(float(coef @ x0))
+    threshold = observed - 1e-9 * max(observed, float(np.abs(coef).max()))
+    hits, chunk = 0, max(1, 2_000_000 // x0.size)
+    for start in range(0, n_permutations, chunk):
+        x = np.tile(x0, (min(chunk, n_permutations - start), 1))   # [draws, M]
+        rng.permuted(x, axis=1, out=x)
+        hits += int(np.count_nonzero(np.abs(x @ coef) >= threshold))
+    return (1 + hits) / (1 + n_permutations)
+
+
 def result(name: str, lhs: float, rhs: float, holds: bool, *, kind: str, assumptions, tolerance: float = EXACT_TOL,
-           residual: float | None = None, detail: str = "") -> CheckResult:
+           residual: float | None = None, detail: str = "", p_value: float | None = None) -> CheckResult:
     """Build a :class:`CheckResult` (residual defaults to lhs − rhs)."""
     return CheckResult(name=name, lhs=lhs, rhs=rhs, holds=holds, tolerance=tolerance, kind=kind,
                        assumptions=tuple(assumptions), residual=lhs - rhs if residual is None else residual,
-                       detail=detail)
+                       detail=detail, p_value=p_value)

@@ -12,9 +12,10 @@ dict keyed ``(model, stage, split, prompt)``:
 
 For every (stage, split) with both models it holds P1 under each prompt and, for each prompt P
 against its base prompt over the same test set (``"zero-shot"``, else ``"direct-2hop"``), L1, C1,
-R1 and T1's measured prediction. A prompt with no base over the same test set is compared with
-nothing. With :class:`TwoHopEvidence` it also holds CoT path connectivity per model and stage and
-the CoT gap per stage. :func:`format_table` renders the results as Markdown, failing rows included.
+R1, T1's measured prediction and T1's same-q assumption (Fisher's exact test of equal recovery
+rates). A prompt with no base over the same test set is compared with nothing. With
+:class:`TwoHopEvidence` it also holds CoT path connectivity per model and stage and the CoT gap per
+stage. :func:`format_table` renders the results as Markdown, failing rows included.
 
 >>> from kgsim.core.edges import EdgeSet
 >>> T = np.arange(4)
@@ -36,6 +37,7 @@ import numpy as np
 
 from kgsim.core.edges import EdgeSet
 from kgsim.core.names import BASE_PROMPTS, COT, DIRECT_TWO_HOP, FT_KNOWN, FT_MODELS, FT_UNKNOWN, TWO_HOP, ZERO_SHOT
+from kgsim.core.rng import stream
 
 from .core import CheckResult
 from .statements import (
@@ -45,6 +47,7 @@ from .statements import (
     check_l1,
     check_p1,
     check_r1,
+    check_t1_equal_rates,
     check_t1_measured,
     gains_losses,
     lookup,
@@ -177,7 +180,7 @@ def _same_t(first: EdgeSet, *others: EdgeSet) -> bool:
     return all(e.n == first.n and np.array_equal(e.test_ids, first.test_ids) for e in others)
 
 
-def _prompt_checks(kn0, unk0, kn_p, unk_p, scope: str, delta: float) -> list[CheckResult]:
+def _prompt_checks(kn0, unk0, kn_p, unk_p, scope: str, delta: float, alpha: float, seed: int) -> list[CheckResult]:
     out = [_scoped(check_l1(kn0, unk0, kn_p, unk_p), scope)]
     a_kn, l_kn = gains_losses(kn0.correct, kn_p.correct)
     a_unk, l_unk = gains_losses(unk0.correct, unk_p.correct)
@@ -186,6 +189,8 @@ def _prompt_checks(kn0, unk0, kn_p, unk_p, scope: str, delta: float) -> list[Che
     out.append(_scoped(c1, scope, [("no losses (E_P = E ∪ A)", no_losses)]))
     out.append(_scoped(check_r1(kn0, unk0, kn_p, unk_p), scope))
     out.append(_scoped(check_t1_measured(kn0, unk0, kn_p, unk_p, delta=delta), scope))
+    rng = stream(seed, f"proofs/run/t1-equal-rates/{scope}")       # drawn from only under non-uniform weights
+    out.append(_scoped(check_t1_equal_rates(kn0, unk0, kn_p, unk_p, alpha=alpha, rng=rng), scope))
     return out
 
 
@@ -223,17 +228,23 @@ def _cot_checks(edge_sets: Mapping, ev: TwoHopEvidence, delta: float) -> list[Ch
 
 
 def check_run(edge_sets: Mapping[tuple[str, str, str, str], EdgeSet], two_hop: TwoHopEvidence | None = None, *,
-              delta: float = 0.05) -> list[CheckResult]:
+              delta: float = 0.05, alpha: float = 0.05, seed: int = 0) -> list[CheckResult]:
     """Hold every applicable statement of science.md §2 over a run's measured edge sets.
 
     ``edge_sets`` maps (model, stage, split, prompt) to EdgeSet (module docstring for the names).
     Per (stage, split) with both models: P1 for every prompt; for every other prompt P with a base
     prompt over the same test set: L1, C1 (with each model's measured gains, assumptions
-    reported), R1 and T1 (measured). With ``two_hop``: CoT path connectivity per (model, stage) and
-    the CoT gap per stage. ``delta`` is the false-alarm rate of the empirical checks. Results come
-    in a stable order, each with its ``scope``. Raises ValueError for a malformed key or value.
+    reported), R1, T1's measured prediction (Hoeffding tolerance at false-alarm rate ``delta``) and
+    "T1 equal recovery rates" (:func:`~proofs.statements.check_t1_equal_rates`: q̂_kn, q̂_unk, the
+    two-sided p-value of Fisher's exact test of q_kn = q_unk, holds iff p ≥ ``alpha``; under
+    non-uniform weights a permutation test drawing from the stream ``seed`` names for that scope).
+    With ``two_hop``: CoT path connectivity per (model, stage) and the CoT gap per stage, at
+    false-alarm rate ``delta``. Results come in a stable order, each with its ``scope``. Raises
+    ValueError for a malformed key or value, or ``alpha`` outside (0, 1).
     """
     _validate_keys(edge_sets)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha = {alpha!r}: a test level must lie in (0, 1)")
     groups: dict[tuple[str, str, str], dict[str, EdgeSet]] = {}
     for (model, stage, split, prompt), e in edge_sets.items():
         groups.setdefault((stage, split, prompt), {})[model] = e
@@ -254,7 +265,7 @@ def check_run(edge_sets: Mapping[tuple[str, str, str, str], EdgeSet], two_hop: T
             if base is not None:
                 b = both[base]
                 out += _prompt_checks(b[FT_KNOWN], b[FT_UNKNOWN], q[FT_KNOWN], q[FT_UNKNOWN],
-                                      f"{stage} · {split} · {p} vs {base}", delta)
+                                      f"{stage} · {split} · {p} vs {base}", delta, alpha, seed)
     if two_hop is not None:
         out += _cot_checks(edge_sets, two_hop, delta)
     return out
@@ -280,8 +291,10 @@ def format_table(results: list[CheckResult], *, detail: bool = False) -> str:
     """A Markdown table of check results, one row each, in the given order.
 
     Columns: statement, scope, kind, lhs, rhs, holds ("yes" / "**no**"), assumptions held (and
-    which failed), residual, tolerance; with ``detail=True`` also the detail string. Failing rows
-    are shown like every other row, with their residual.
+    which failed), residual, tolerance; where some check is a hypothesis test (``p_value`` set), also
+    p: its p-value (empty for the other rows), its tolerance cell reading "α=…"; with
+    ``detail=True`` also the detail string. Failing rows are shown like every other row, with their
+    residual.
 
     >>> from proofs.statements import check_p1
     >>> print(format_table([check_p1(np.array([1, 0], bool), np.array([0, 0], bool))]))
@@ -289,12 +302,16 @@ def format_table(results: list[CheckResult], *, detail: bool = False) -> str:
     |---|---|---|---|---|---|---|---|---|
     | P1 gap as edge count |  | exact | 0.5000 | 0.5000 | yes | 1/1 | +0.0000 | 1e-09 |
     """
+    tests = any(r.p_value is not None for r in results)
     cols = ["statement", "scope", "kind", "lhs", "rhs", "holds", "assumptions held", "residual", "tolerance"]
+    cols += ["p"] if tests else []
     cols += ["detail"] if detail else []
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in results:
         row = [r.name, r.scope, r.kind, f"{r.lhs:.4f}", f"{r.rhs:.4f}", "yes" if r.holds else "**no**",
-               _assumption_cell(r), f"{r.residual:+.4f}", f"{r.tolerance:.3g}"]
+               _assumption_cell(r), f"{r.residual:+.4f}",
+               f"{r.tolerance:.3g}" if r.p_value is None else f"α={r.tolerance:.3g}"]
+        row += ["" if r.p_value is None else f"{r.p_value:.3g}"] if tests else []
         row += [r.detail] if detail else []
         lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     return "\n".join(lines)

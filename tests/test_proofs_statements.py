@@ -229,7 +229,7 @@ def test_two_hop_evidence_validates_shapes():
 def test_check_run_holds_every_applicable_statement(edge_sets):
     results = check_run(edge_sets)
     groups = {(st_, sp) for (_, st_, sp, _) in edge_sets}
-    assert len(results) == 6 * len(groups)                  # P1 ×2, then L1, C1, R1, T1 for 3-shot
+    assert len(results) == 7 * len(groups)          # P1 ×2, then L1, C1, R1, T1 (measured), T1 equal rates for 3-shot
     for r in results:
         assert isinstance(r, CheckResult) and r.scope
         if r.kind == "exact" and r.assumptions_held:
