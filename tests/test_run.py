@@ -113,7 +113,9 @@ def test_smoke_run_writes_everything(smoke_run):
                 and claim["verdict"] in ("holds", "inconclusive", "opposite"))
     report = (out / "report.md").read_text()
     assert "**O1**" in report and "extraction rate" in report and "95% bootstrap intervals over test facts" in report
-    for fig in ("gap_by_split", "gap_vs_k", "gap_es_vs_con", "direct_vs_cot", "fitting_speed", "memorisation"):
+    assert "## What the similarity buckets hold" in report
+    for fig in ("gap_by_split", "gap_vs_k", "gap_es_vs_con", "direct_vs_cot", "fitting_speed", "memorisation",
+                "similarity"):
         assert (out / "figures" / f"{fig}.png").stat().st_size > 1000, fig
     edges = json.loads((out / "seed-0" / "edges.json").read_text())
     prompts = {(f"{e['model']}/{e['stage']}", e["prompt"]) for e in edges["edge_sets"]}
@@ -297,6 +299,28 @@ def test_smoke_run_with_fine_tuning_replicates(smoke_runs, tmp_path):
     assert p.returncode == 0, err
     assert_identical("a rerun of the nested run", json.loads((out / "results.json").read_text())["per_unit"],
                      res["per_unit"])
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("kgsim-run")
+def test_smoke_run_with_the_instruct_stage(smoke_runs, tmp_path):
+    """instruct.enabled = true on the second run's cached world and base model: the tuned model is
+    cached beside the base, probed there, and fine-tuned from; the results and report say so."""
+    out, cache = tmp_path / "instruct", cache_of(smoke_runs[1])
+    p = _kgsim("run", "--preset", "smoke", "--set", "instruct.enabled=true", "--set", "instruct.steps=60",
+               "--out", str(out), "--cache", str(cache))
+    _, err = p.communicate(timeout=900)
+    assert p.returncode == 0, err
+    tuned = list(cache.glob("base-*/instruct-*/train/con.safetensors"))
+    assert len(tuned) == 1 and list(tuned[0].parent.parent.glob("probe-*/probe.npz"))
+    seed = json.loads((out / "results.json").read_text())["per_seed"][0]
+    ins = seed["instruct"]
+    assert ins["facts"] > 0 and ins["steps"] == 60 and seed["timing"]["instruct_s"] > 0
+    for k in ("instruct_acc_before", "instruct_acc_after", "qa_extraction_id_before", "qa_extraction_id_after"):
+        assert 0.0 <= ins[k] <= 1.0, k
+    assert "**Instruct analogue**" in (out / "report.md").read_text()
+    plain = json.loads((smoke_runs[0] / "results.json").read_text())["per_seed"][0]
+    assert seed["base"]["slick_counts"] != plain["base"]["slick_counts"] or seed["gaps"] != plain["gaps"]
 
 
 def _err(capsys, *argv):

@@ -198,3 +198,25 @@ def test_recall_cot_prompts_must_fit(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config("smoke", overrides=overrides)
     load_config("smoke", overrides=["prompts.cot=false", "prompts.recall_cot=false", "prompts.cot_shots=40"])
+
+
+def test_similarity_makeup_counts_each_bucket_by_split():
+    """Issue 12: the similarity buckets' make-up and the histogram of the scores, on constructed sets."""
+    from types import SimpleNamespace
+
+    from kgsim.core.selection import similarity_buckets
+    from kgsim.study.measure import SIM_BINS, similarity_makeup
+    splits = SimpleNamespace(test={"id": np.array([10, 11, 12]), "near-id": np.array([20, 21]),
+                                   "open-world": np.array([30, 31, 32])})
+    sim = np.array([0.9, 0.8, 0.85, 0.5, 0.95, 0.1, 0.2, 0.55])       # pooled: id, near-id, open-world
+    pooled = np.array([10, 11, 12, 20, 21, 30, 31, 32])
+    buckets = {f"b{i}": np.sort(pooled[p]) for i, p in enumerate(similarity_buckets(sim, 2))}
+    out = similarity_makeup(splits, buckets, sim)
+    assert [out["splits"][k]["n"] for k in ("id", "near-id", "open-world")] == [3, 2, 3]
+    assert sum(out["splits"]["id"]["hist"]) == 3 and len(out["splits"]["id"]["hist"]) == len(SIM_BINS) - 1
+    assert out["splits"]["open-world"]["mean"] == pytest.approx(np.mean([0.1, 0.2, 0.55]))
+    for b, ids in buckets.items():
+        got = out["buckets"][b]
+        assert got["n"] == len(ids) == sum(got["from"].values())
+        assert got["lo"] == sim[np.isin(pooled, ids)].min() and got["hi"] == sim[np.isin(pooled, ids)].max()
+        assert got["from"]["id"] == int(np.isin(ids, splits.test["id"]).sum())

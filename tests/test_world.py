@@ -11,7 +11,7 @@ from kgsim.core.rng import stream
 from kgsim.world.build import build_world
 from kgsim.world.corpus import A, BOS, EOS, PAD, Q, Corpus, Vocabulary, build_corpus, composed_qa_rows, parse_facts
 from kgsim.world.graph import GENERATORS, generate
-from kgsim.world.splits import Splits, assign_qa_subjects, filtered_tests, make_splits, split_pools
+from kgsim.world.splits import Splits, assign_qa_subjects, filtered_tests, instruct_pool, make_splits, split_pools
 
 SYNTHETIC = sorted(g for g in GENERATORS if g not in ("tsv", "entityquestions"))
 
@@ -211,3 +211,31 @@ def test_question_templates_in_pretraining_only():
     assert ((rows >= v.question_relation(0, 1)) & (rows < v.size)).sum() == 0
     p = zero_shot(v, kg.s[:3], kg.r[:3], template=1)
     assert p.name == "zero-shot-t1" and (p.tokens[:, 3] == v.question_relation(kg.r[:3], 1)).all()
+
+
+@settings(max_examples=60)
+@given(w=worlds(), known_share=st.floats(0, 1))
+def test_instruct_pool_holds_no_fine_tuning_dev_or_test_fact(w, known_share):
+    """Issue 12's instruct analogue tunes on instruct_pool: QA subjects' facts of other relations. It
+    shares no fact with the fine-tuning pools, dev or any test set (both hops of the 2-hop queries
+    included) of the structural splits or of splits remade from a measured Known mask, and no
+    fine-tuning relation."""
+    kg, qa, splits, _ = _world(*w)
+    if splits is None:
+        return
+    rng = np.random.default_rng(w[3])
+    known = rng.random(kg.n_facts) < known_share
+    try:
+        measured = make_splits(kg, qa, w[2], stream(w[3], "splits/measured"), known=known, unknown=~known)
+    except ConfigError:
+        measured = None
+    pool = instruct_pool(kg, splits)
+    assert qa[kg.s[pool]].all() and not np.isin(kg.r[pool], splits.ft_relations).any()
+    for sp in (splits, measured):
+        if sp is None:
+            continue
+        assert np.array_equal(instruct_pool(kg, sp), pool)
+        q = sp.two_hop
+        hops = [kg.fact_ids(q[:, 0], q[:, 1], q[:, 3]), kg.fact_ids(q[:, 3], q[:, 2], q[:, 4])] if len(q) else []
+        held = [sp.ft_known, sp.ft_unknown, sp.dev, *sp.test.values(), *hops]
+        assert not pool[np.concatenate([np.asarray(h, np.int64) for h in held])].any()

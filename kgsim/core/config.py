@@ -209,6 +209,11 @@ class TrainConfig:
     ckpt_every: int = 500
     threads: int = 0                   # torch threads; 0 = leave torch's default
 
+    @property
+    def train(self) -> TrainConfig:
+        """The optimisation settings alone (what a training checkpoint's identity records)."""
+        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
+
     def validate(self, p: str) -> None:
         _positive(f"{p}.steps", self.steps)
         _positive(f"{p}.batch_size", self.batch_size)
@@ -238,15 +243,28 @@ class FinetuneConfig(TrainConfig):
     unknown_share: float = 0.0
     size: int = 0
 
-    @property
-    def train(self) -> TrainConfig:
-        """The optimisation settings alone (what a training checkpoint's identity records)."""
-        return TrainConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TrainConfig)})
-
     def validate(self, p: str) -> None:
         super().validate(p)
         _fraction(f"{p}.unknown_share", self.unknown_share)
         _nonneg(f"{p}.size", self.size)
+
+
+@dataclass(frozen=True)
+class InstructConfig(TrainConfig):
+    """The instruct analogue (off unless ``enabled``): a stage between pretraining and the probe that
+    tunes the base model on broad question answering, as instruction tuning precedes fine-tuning in
+    the paper's instruct models. Its data: ``facts`` facts of the QA subjects (so never a fine-tuning,
+    dev or test fact) of relations fine-tuning does not use, each asked in one of the corpus's
+    ``corpus.qa_templates`` question forms at random. With it on, SliCK, the splits and both
+    fine-tuning runs start from the tuned model; O1's instruct clause is the gap with it against the
+    gap without it (``kgsim sweep --grid instruct.enabled=false,true`` shares world and base model)."""
+
+    enabled: bool = False
+    facts: int = 2000                  # QA facts tuned on (at most the ones there are)
+
+    def validate(self, p: str) -> None:
+        super().validate(p)
+        _positive(f"{p}.facts", self.facts)
 
 
 @dataclass(frozen=True)
@@ -354,6 +372,8 @@ class ExperimentConfig:
     splits: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: TrainConfig = field(default_factory=TrainConfig)
+    instruct: InstructConfig = field(default_factory=lambda: InstructConfig(
+        steps=300, batch_size=32, lr=1e-3, warmup_steps=10, log_every=10, eval_every=50, ckpt_every=100))
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(
         steps=600, batch_size=32, lr=1e-3, warmup_steps=10, log_every=10, eval_every=10, ckpt_every=50))
     probe: ProbeConfig = field(default_factory=ProbeConfig)

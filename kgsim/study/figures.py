@@ -123,7 +123,33 @@ def figures(res: dict, out: Path) -> dict[str, str]:
     figs |= _fitting(res, out)
     figs |= _memorisation(res, out)
     figs |= _error_classes_figure(agg, out)
+    figs |= _similarity(res, out)
     return figs
+
+
+def _similarity(res: dict, out: Path) -> dict:
+    """Histogram of the structural test facts' similarity to the fine-tuning queries, per split
+    (counts summed over seeds), with the first seed's bucket edges."""
+    seeds = [s["similarity"] for s in res["per_seed"] if s.get("similarity")]
+    if not seeds:
+        return {}
+    bins = np.asarray(seeds[0]["bins"])
+    mid = (bins[:-1] + bins[1:]) / 2
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split in STRUCTURAL_SPLITS:
+        counts = np.sum([s["splits"][split]["hist"] for s in seeds if split in s["splits"]], axis=0)
+        ax.step(mid, counts, where="mid", label=f"{split} (n = {int(np.sum(counts))})")
+    edges = sorted(b["lo"] for b in seeds[0]["buckets"].values() if b["n"])[1:]
+    for x in edges:
+        ax.axvline(x, color="k", ls="--", lw=0.8)
+    used = mid[np.sum([s["splits"][k]["hist"] for s in seeds for k in s["splits"]], axis=0) > 0]
+    if len(used):
+        ax.set_xlim(used.min() - 0.05, used.max() + 0.05)
+    ax.set(xlabel="max cosine similarity to the fine-tuning queries (base model)", ylabel="test facts",
+           title=f"Similarity of each structural split's test facts\n(dashed: bucket edges of seed "
+                 f"{res['per_seed'][0]['seed']}; {len(seeds)} seed(s) summed)")
+    ax.legend()
+    return {"similarity": str(_save(fig, out / "similarity.png"))}
 
 
 ERROR_CLASS_TITLES = {FROM_FT_SET: "from its FT set", RIGHT_TYPE: "right type, wrong entity", OTHER_ERROR: "other"}

@@ -151,7 +151,7 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
     {name: fact ids}}."""
     kg, v = world.kg, world.corpus.vocab
     test = {k: splits.test[k] for k in STRUCTURAL_SPLITS}
-    buckets, _ = similarity_buckets(base, world, splits, cfg.run.sim_buckets)
+    buckets, sim = similarity_buckets(base, world, splits, cfg.run.sim_buckets)
     test |= buckets
     test |= {k: ids for k, ids in (filtered or {}).items() if len(ids)}
     prompts = {}
@@ -207,4 +207,29 @@ def measure_seed(cfg: ExperimentConfig, world: World, splits: Splits, base: GPT,
                                         "second_hop_given_bridge": float(ok2.mean()),
                                         "both_hops_in_prompt": float((bridge_ok & ok2).mean())}), e1]
     progress("measure", len(models), len(models))
-    return {"edge_sets": edge_sets, "two_hop": two_hop, "splits": {k: v_.tolist() for k, v_ in test.items()}}
+    return {"edge_sets": edge_sets, "two_hop": two_hop, "splits": {k: v_.tolist() for k, v_ in test.items()},
+            "similarity": similarity_makeup(splits, buckets, sim)}
+
+
+SIM_BINS = np.linspace(-1.0, 1.0, 81)         # histogram bins of cosine similarity (width 0.025)
+
+
+def similarity_makeup(splits: Splits, buckets: dict[str, np.ndarray], sim: np.ndarray) -> dict:
+    """What the similarity buckets are made of: per bucket, its similarity range and how many of its
+    facts each structural split gave; per structural split, the histogram of its facts' similarity
+    (counts over :data:`SIM_BINS`) and its mean. `sim` is :func:`similarity_buckets`' score per pooled
+    fact (the structural test sets concatenated in :data:`STRUCTURAL_SPLITS` order)."""
+    names = np.concatenate([[k] * len(splits.test[k]) for k in STRUCTURAL_SPLITS])
+    pooled = np.concatenate([splits.test[k] for k in STRUCTURAL_SPLITS])
+    out = {"bins": SIM_BINS.tolist(), "splits": {}, "buckets": {}}
+    for k in STRUCTURAL_SPLITS:
+        x = sim[names == k]
+        out["splits"][k] = {"n": int(len(x)), "mean": float(x.mean()) if len(x) else float("nan"),
+                            "hist": np.histogram(np.clip(x, -1, 1), SIM_BINS)[0].tolist()}
+    for b, ids in buckets.items():
+        m = np.isin(pooled, ids)
+        x = sim[m]
+        out["buckets"][b] = {"n": int(m.sum()), "lo": float(x.min()) if len(x) else float("nan"),
+                             "hi": float(x.max()) if len(x) else float("nan"),
+                             "from": {k: int((names[m] == k).sum()) for k in STRUCTURAL_SPLITS}}
+    return out

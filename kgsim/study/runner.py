@@ -39,13 +39,13 @@ from kgsim.core.names import (
 from kgsim.study.measure import measure_seed
 from kgsim.study.results import check_verdicts, error_class_counts, factor_gaps, seed_figures
 from kgsim.study.stages import (
+    base_stage,
+    filter_test_sets,
     finetune_stage,
     ft_models,
     ft_sets,
-    filter_test_sets,
     ft_splits,
     known_rules,
-    pretrain_stage,
     probe_stage,
     world_stage,
 )
@@ -60,10 +60,13 @@ class RunDirError(ValueError):
 
 
 def protocol_dict(cfg: ExperimentConfig) -> dict:
-    """The config without what does not change a seed's numbers (which seeds, how many workers)."""
+    """The config without what does not change a seed's numbers (which seeds, how many workers, how
+    many fine-tuning replicates, the instruct stage's settings while it is off)."""
     d = to_dict(cfg)
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers", "ft_replicates")}
     d.pop("seed")
+    if not cfg.instruct.enabled:                # off: its settings change nothing (and keys stay as before it)
+        d.pop("instruct")
     return d
 
 
@@ -134,8 +137,10 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     timing = {}
     t0 = time.perf_counter()
     world = world_stage(cfg, cache, progress)
-    base = pretrain_stage(cfg, world, cache, progress)
-    timing["pretrain_s"] = base.result.wall_time_s
+    pre, base = base_stage(cfg, world, cache, progress)
+    timing["pretrain_s"] = pre.result.wall_time_s
+    if base is not pre:
+        timing["instruct_s"] = base.result.wall_time_s
     probe = probe_stage(cfg, world, base, progress)
     splits = ft_splits(cfg, world, probe)
     ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress, replicate=replicate)
@@ -152,15 +157,27 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     res = {"key": key, "seed": seed, "replicate": replicate, "version": RESULT_VERSION, **figs,
            "base": {k: v for k, v in probe.items() if not isinstance(v, np.ndarray)},
            "known_rules": known_rules(cfg, world, probe),
+           **({"instruct": _instruct_summary(base)} if base is not pre else {}),
            "finetune": ft, "splits": splits.summary(), "world": world.kg.summary() | {"hash": world.config_hash},
            "two_hop": two_hop_summary(edge_sets, two_hop), "error_classes": errors,
            "recall_cot": _recall_shares(edge_sets),
            "factor_gaps": factor_gaps(edge_sets, world.kg, splits.ft_relations),
+           "similarity": meas["similarity"],
            "checks": checks_json(edge_sets, two_hop),
            "sim_buckets": sim_bucket_names(cfg.run.sim_buckets),
            "timing": timing | {"seed_total_s": time.perf_counter() - t0}}
     write_json(done, res)
     return res
+
+
+def _instruct_summary(tuned) -> dict:
+    """The instruct stage's data and its last evaluation (accuracy on its own facts, ID extraction)."""
+    d = json.loads((tuned.dir / "instruct.json").read_text())
+    rows = [json.loads(line) for line in tuned.result.metrics_path.read_text().splitlines()]
+    evals = [r for r in rows if "instruct_acc" in r]
+    first, last = (evals[0], evals[-1]) if evals else ({}, {})
+    return d | {f"{k}_{when}": row[k] for when, row in (("before", first), ("after", last))
+                for k in ("instruct_acc", "qa_extraction_id") if k in row}
 
 
 def _recall_shares(edge_sets: list[EdgeSet]) -> dict:

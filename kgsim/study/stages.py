@@ -1,6 +1,7 @@
 """The reference protocol (science.md §3) as cached, resumable stages.
 
-Per seed: world (graph, splits, corpus) -> base model (pretraining) -> probe (memorisation curve,
+Per seed: world (graph, splits, corpus) -> base model (pretraining; then, with ``instruct.enabled``,
+broad QA tuning: :func:`instruct_stage`) -> probe (memorisation curve,
 extraction, SliCK) -> Known/Unknown fine-tuning sets -> FT-Known and FT-Unknown fine-tuning
 (Early Stop and Convergence checkpoints) -> measurement of every edge set (:mod:`kgsim.study.measure`).
 
@@ -43,7 +44,7 @@ from kgsim.world.build import World, build_world, load_world, save_world, world_
 from kgsim.world.corpus import PAD
 from kgsim.world.loaded import input_fingerprint
 from kgsim.world.prompts import statement, zero_shot
-from kgsim.world.splits import Splits, filtered_tests, make_splits, probe_candidates
+from kgsim.world.splits import Splits, filtered_tests, instruct_pool, make_splits, probe_candidates
 
 Progress = Callable[[str, int, int], None]          # (stage, done, total)
 
@@ -109,6 +110,60 @@ def pretrain_stage(cfg: ExperimentConfig, world: World, cache: Path, progress: P
         export_hf(model, vocab.tokens, d / "hf", pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
     progress("pretrain", cfg.pretrain.steps, cfg.pretrain.steps)
     return Base(model, d, result)
+
+
+def instruct_facts(cfg: ExperimentConfig, world: World) -> np.ndarray:
+    """The instruct stage's facts: up to ``instruct.facts`` facts (a seeded draw, sorted) of the QA
+    subjects, of relations outside the fine-tuning relations. Every fine-tuning, dev and test fact
+    has a non-QA subject (kgsim.world.splits), so none is among them, under either Known rule."""
+    kg = world.kg
+    pool = np.flatnonzero(instruct_pool(kg, world.splits))
+    if not len(pool):
+        raise ConfigError(f"instruct.enabled = true: the world has no QA-subject facts outside the fine-tuning "
+                          f"relations (splits.ft_relations = {cfg.splits.ft_relations} of graph.n_relations = "
+                          f"{kg.n_relations}; corpus.qa_subject_share = {cfg.corpus.qa_subject_share})")
+    rng = rngs.stream(cfg.seed, "instruct/facts")
+    return np.sort(rng.choice(pool, min(cfg.instruct.facts, len(pool)), replace=False))
+
+
+def instruct_stage(cfg: ExperimentConfig, world: World, base: Base, progress: Progress = _quiet,
+                   bar: bool = False) -> Base:
+    """`base` itself unless ``instruct.enabled``; else the base model tuned on :func:`instruct_facts`,
+    each asked in a question form drawn uniformly from ``corpus.qa_templates`` (stream
+    ``instruct/templates``), loss on the answer, from the base's Convergence weights; cached in the
+    base model's folder (``base-H/instruct-I/train``), where the probe of the tuned model is cached
+    too. Evaluated on a sample of its own facts (form 0) and on the ID test facts (zero-shot)."""
+    ic = cfg.instruct
+    if not ic.enabled:
+        return base
+    d = base.dir / f"instruct-{cfg.section_hash('instruct')}"          # base.dir is keyed by the world already
+    kg, vocab = world.kg, world.corpus.vocab
+    facts = instruct_facts(cfg, world)
+    templates = rngs.stream(cfg.seed, "instruct/templates").integers(0, cfg.corpus.qa_templates, len(facts))
+    sample = np.sort(rngs.stream(cfg.seed, "instruct/eval-sample").choice(facts, min(512, len(facts)), replace=False))
+    batches = {"instruct_acc": (zero_shot(vocab, kg.s[sample], kg.r[sample]), sample),
+               "qa_extraction_id": (zero_shot(vocab, kg.s[world.splits.test["id"]], kg.r[world.splits.test["id"]]),
+                                    world.splits.test["id"])}
+
+    def evaluate(m, step):
+        progress("instruct", step, ic.steps)
+        lm = KgsimLM(m, kg, vocab)
+        return {k: accuracy(lm, b, f) for k, (b, f) in batches.items()}
+
+    model = load_model(base.dir / "train" / "con.safetensors")
+    result = train(model, qa_rows(world, facts, templates), ic.train, d / "train", seed=cfg.seed, name="instruct",
+                   evaluate=evaluate, progress=bar)
+    write_json(d / "instruct.json", {"facts": int(len(facts)), "templates": int(cfg.corpus.qa_templates),
+                                     "relations": int(len(np.unique(kg.r[facts]))), "steps": ic.steps})
+    progress("instruct", ic.steps, ic.steps)
+    return Base(model, d, result)
+
+
+def base_stage(cfg: ExperimentConfig, world: World, cache: Path, progress: Progress = _quiet) -> tuple[Base, Base]:
+    """(pretrained base, the model the study probes and fine-tunes): the same model unless
+    ``instruct.enabled`` (:func:`instruct_stage`)."""
+    pre = pretrain_stage(cfg, world, cache, progress)
+    return pre, instruct_stage(cfg, world, pre, progress)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,10 +279,17 @@ def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
 # Fine-tuning
 # --------------------------------------------------------------------------------------------
 
-def qa_rows(world: World, facts: np.ndarray) -> TokenRows:
-    """Fine-tuning rows ``<bos> <q> s Q <a> a`` with the loss on the answer only."""
+def qa_rows(world: World, facts: np.ndarray, templates: np.ndarray | None = None) -> TokenRows:
+    """Fine-tuning rows ``<bos> <q> s Q <a> a`` with the loss on the answer only; with `templates`
+    (int [n]), fact i asked in question form ``templates[i]`` (``Q.t1``, ...), else in form 0."""
     kg, vocab = world.kg, world.corpus.vocab
-    q = zero_shot(vocab, kg.s[facts], kg.r[facts]).tokens
+    if templates is None:
+        q = zero_shot(vocab, kg.s[facts], kg.r[facts]).tokens
+    else:
+        q = np.zeros((len(facts), 5), np.int64)
+        for t in np.unique(templates):
+            m = templates == t
+            q[m] = zero_shot(vocab, kg.s[facts[m]], kg.r[facts[m]], int(t)).tokens
     tokens = np.concatenate([q, vocab.entity(kg.a[facts])[:, None]], 1)         # [n, 6]
     mask = np.zeros_like(tokens, bool)
     mask[:, -1] = True

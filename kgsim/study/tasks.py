@@ -6,7 +6,8 @@ cells differ only in ``finetune.unknown_share``) is one task, computed once::
 
     world-H     graph, splits, corpus            cache/world-H/          (graph, corpus, splits, seed)
     pretrain-H  base model                       cache/base-H/           (+ model, pretrain)
-    probe-H     memorisation, SliCK              cache/base-H/probe-P/   (+ probe)
+    instruct-H  broad QA tuning (when enabled)   cache/base-H/instruct-I/ (+ instruct)
+    probe-H     memorisation, SliCK              cache/base-H/probe-P/   (+ probe; under instruct-I/ when enabled)
     finetune-H  FT-Known / FT-Unknown / mixed    CELL/seed-S/ft-WHICH/   (the protocol but prompts, buckets)
     seed-H      measure every edge set, checks   CELL/seed-S/results.json
     finish-H    results.json, report, figures    CELL/
@@ -45,12 +46,22 @@ import torch
 from kgsim.core.config import ConfigError, ExperimentConfig, replace
 from kgsim.study.finish import finish
 from kgsim.study.runner import protocol_dict, run_seed, seed_key, unit_name
-from kgsim.study.stages import base_hash, finetune_stage, ft_models, ft_splits, pretrain_stage, probe_stage, world_stage
+from kgsim.study.stages import (
+    base_hash,
+    base_stage,
+    finetune_stage,
+    ft_models,
+    ft_splits,
+    instruct_stage,
+    pretrain_stage,
+    probe_stage,
+    world_stage,
+)
 from kgsim.world.build import world_hash, world_is_current
 
 __all__ = ["Cell", "EngineError", "GraphRun", "Task", "build_graph", "check_scheduler", "run_cells"]
 
-PRIORITY = {"world": 50, "pretrain": 40, "probe": 30, "finetune": 20, "seed": 10, "finish": 0}
+PRIORITY = {"world": 50, "pretrain": 40, "instruct": 35, "probe": 30, "finetune": 20, "seed": 10, "finish": 0}
 
 
 class EngineError(RuntimeError):
@@ -69,7 +80,7 @@ class Cell:
 @dataclass
 class Task:
     key: str
-    kind: str                           # world | pretrain | probe | finetune | seed | finish
+    kind: str                           # world | pretrain | instruct | probe | finetune | seed | finish
     fn: Callable
     args: tuple
     deps: tuple[str, ...] = ()
@@ -130,10 +141,19 @@ def pretrain_task(cfg: ExperimentConfig, cache: str, *_deps) -> dict:
     return _done(rec, cached)
 
 
+def instruct_task(cfg: ExperimentConfig, cache: str, *_deps) -> dict:
+    rec = _start()
+    world = world_stage(cfg, Path(cache))
+    pre = pretrain_stage(cfg, world, Path(cache))
+    cached = (pre.dir / f"instruct-{cfg.section_hash('instruct')}" / "train" / "con.safetensors").is_file()
+    instruct_stage(cfg, world, pre)
+    return _done(rec, cached)
+
+
 def probe_task(cfg: ExperimentConfig, cache: str, *_deps) -> dict:
     rec = _start()
     world = world_stage(cfg, Path(cache))
-    base = pretrain_stage(cfg, world, Path(cache))
+    _, base = base_stage(cfg, world, Path(cache))
     cached = (base.dir / f"probe-{cfg.section_hash('probe')}" / "probe.npz").is_file()
     probe_stage(cfg, world, base)
     return _done(rec, cached)
@@ -142,7 +162,7 @@ def probe_task(cfg: ExperimentConfig, cache: str, *_deps) -> dict:
 def finetune_task(cfg: ExperimentConfig, cache: str, which: str, seed_dir: str, replicate: int, *_deps) -> dict:
     rec = _start()
     world = world_stage(cfg, Path(cache))
-    base = pretrain_stage(cfg, world, Path(cache))
+    _, base = base_stage(cfg, world, Path(cache))
     splits = ft_splits(cfg, world, probe_stage(cfg, world, base))
     cached = (Path(seed_dir) / f"ft-{which}" / "con.safetensors").is_file()
     finetune_stage(cfg, world, base, splits, which, Path(seed_dir), replicate=replicate)
@@ -200,7 +220,12 @@ def build_graph(cells: list[Cell], cache: Path, t0: float = 0.0) -> dict[str, Ta
             at = {"seed": seed, "cell": cell.name}
             w = add("world", world_hash(c), world_task, (c, str(cache)), **at)
             b = add("pretrain", base_hash(c), pretrain_task, (c, str(cache)), [w], **at)
-            p = add("probe", _h(base_hash(c), c.section_hash("probe")), probe_task, (c, str(cache)), [b], **at)
+            if c.instruct.enabled:
+                ih = c.section_hash("instruct")
+                b = add("instruct", _h(base_hash(c), ih), instruct_task, (c, str(cache)), [b], **at)
+                p = add("probe", _h(base_hash(c), ih, c.section_hash("probe")), probe_task, (c, str(cache)), [b], **at)
+            else:
+                p = add("probe", _h(base_hash(c), c.section_hash("probe")), probe_task, (c, str(cache)), [b], **at)
             for r in range(cell.cfg.run.ft_replicates):
                 seed_dir = cell.out / unit_name(seed, r)
                 fts, links = [], {}

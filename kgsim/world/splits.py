@@ -306,6 +306,20 @@ def filtered_tests(kg: KnowledgeGraph, splits: Splits, filters: dict[str, np.nda
     return out
 
 
+def instruct_pool(kg: KnowledgeGraph, splits: Splits) -> np.ndarray:
+    """bool [n_facts]: the facts an instruct stage may tune on (kgsim.study.stages.instruct_stage): the
+    QA subjects' facts of relations outside the fine-tuning relations, less every hop of every
+    composed query of the graph (a 2-hop query's bridge may be a QA subject). Every fine-tuning, dev
+    and one-hop test fact has a non-QA subject and the fine-tuning relations do not move when Known
+    is measured, so none of them is here under either Known rule."""
+    pool = splits.qa_subjects[kg.s] & ~np.isin(kg.r, splits.ft_relations)
+    q = kg.two_hop()
+    if len(q):
+        hops = np.concatenate([kg.fact_ids(q[:, 0], q[:, 1], q[:, 3]), kg.fact_ids(q[:, 3], q[:, 2], q[:, 4])])
+        pool[hops[hops >= 0]] = False
+    return pool
+
+
 def _ft_relations(kg: KnowledgeGraph, cfg: SplitConfig, prompt_rels: np.ndarray, known: np.ndarray,
                   unknown: np.ndarray) -> np.ndarray:
     """The fine-tuning relations: those named by ``splits.ft_relation_names``, else chosen by
