@@ -159,3 +159,66 @@ def test_world_from_facts_builds_the_value_matrix_of_its_facts():
         world_from_facts(s, r, a + 40, sal, sal > 0, 40, 3, cfg)
     with pytest.raises(ValueError, match="relation 3 has no facts"):
         world_from_facts(s, r, a, sal, sal > 0, 40, 4, cfg)
+
+
+@pytest.mark.slow
+def test_salience_prediction_magnitudes_and_seed_aggregate(run, tmp_path):
+    """Salience, the loss-prediction AUROC and the magnitudes on the small run: only what is robust
+    (finite, AUROC in [0, 1] with its interval around it, the counts add up); the across-seed aggregate
+    and its figure from that summary under two seed labels (aggregate's mechanics, not a second training)."""
+    from kgsim.study.one_layer_seeds import aggregate, format_aggregate, write_seeds_figure
+
+    out, res = run
+    summary = json.loads((out / "trained_one_layer.json").read_text())
+    facts = summary["salience"]["facts"]
+    n = summary["n_test"]
+    assert len(facts["salience"]) == len(facts["realised"]) == n and np.isfinite(facts["salience"]).all()
+    np.testing.assert_allclose(np.sum(facts["salience_by_head"], axis=1), facts["salience"], rtol=1e-9)
+    for name in RUNS:
+        assert facts[f"correct_after_{name}"] == res.salience[f"correct_after_{name}"].tolist()
+        for key, p in summary["salience"]["prediction"][name].items():
+            lost = np.array(facts["correct_before"]) & ~np.array(facts[f"correct_after_{name}"])
+            assert p["n_correct_before"] == sum(facts["correct_before"]) and p["n_lost"] == lost.sum()
+            if p["n_lost"] and p["n_kept"]:
+                assert 0.0 <= p["low"] <= p["auroc"] <= p["high"] <= 1.0
+                assert 0.0 <= p["hm_low"] <= p["auroc"] <= p["hm_high"] <= 1.0
+            else:
+                assert p["auroc"] is None
+        for key in ("subject", "relation"):
+            m = summary["magnitudes"][name][key]
+            assert m["trained_change"] == pytest.approx(m["trained_after"] - m["trained_before"])
+            sh = res.trained[name].shift
+            assert m["trained_before"] == getattr(sh, f"{key}_before")
+    assert "AUROC (low salience predicts loss)" in format_summary(res)
+    other = json.loads(json.dumps(summary)) | {"seed": 1}
+    agg = aggregate([summary, other])
+    p = agg["runs"]["ft-unknown"]["loss_prediction"]["salience"]
+    if p["mean"] is not None:     # the same AUROC twice: zero spread, the interval collapses on it
+        assert p["low"] == pytest.approx(p["mean"]) == pytest.approx(p["high"])
+    assert "ft-unknown" in format_aggregate(agg)
+    assert write_seeds_figure(agg, [summary, other], tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="different configurations"):
+        aggregate([summary, other | {"sim_d_model": 1}])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "0", "0"], "--seeds 0 0: a seed is repeated"),
+    (["--seed", "1", "--seeds", "2"], "--seed 1 and --seeds 2: give one of them"),
+    (["--seeds", "-1"], "seeds must be >= 0"),
+    (["--threads", "0"], "--threads 0: must be at least 1"),
+    (["--set", "model.n_layers=2"], "attention_only"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    assert kgsim_main(["one-layer", "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kgsim: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_default_world_overrides():
+    from kgsim.study.one_layer import DEFAULT_WORLD_OVERRIDES, overrides_for
+
+    assert overrides_for("smoke") == DEFAULT_OVERRIDES and overrides_for("default") == DEFAULT_WORLD_OVERRIDES
+    cfg = TrainedOneLayerConfig(preset="default", overrides=DEFAULT_WORLD_OVERRIDES).experiment_config()
+    assert cfg.model.attention_only and cfg.model.n_layers == 1 and not cfg.pretrain.bf16 and not cfg.finetune.bf16
+    assert cfg.graph.n_entities == 1600 and cfg.splits.test_size == 200

@@ -31,6 +31,20 @@ Simulated side, twice.
 The simulation's only two tokens are subject and relation; the trained model also attends to
 ``<bos>``, ``<q>`` and ``<a>``: that mass is reported as "other".
 
+Quantitative parts (issue 13). :func:`magnitudes`: the subject and relation masses, trained (before,
+Convergence) and simulated on the same facts (before, after), side by side with each change and the
+ratio simulated change / trained change. :func:`measure_salience`: the *base* model's salience of each
+ID test fact measured from its weights (:func:`kgsim.study.salience.salience`: the subject token's
+direct value-path contribution to the answer's logit, summed over heads; the module docstring there
+says how the LayerNorms are handled), and how well low salience predicts that a fact correct on the
+base model is wrong after fine-tuning at Convergence (AUROC with a 95% stratified bootstrap interval
+over facts and a Hanley-McNeil one; also for the realised contribution Σ_h α_h · S_h / σ). Both are in ``summary()`` and
+:func:`format_summary`; :mod:`kgsim.study.one_layer_seeds` runs several seeds and aggregates them.
+
+Worlds. ``preset = "smoke"`` (the default) takes :data:`DEFAULT_OVERRIDES`; ``preset = "default"``
+takes :data:`DEFAULT_WORLD_OVERRIDES` (the default preset's graph, corpus, splits and schedules with
+the one-layer attention-only model, float32, fine-tuning lr 1e-3); :func:`overrides_for` picks them.
+
 For each of FT-Known and FT-Unknown, :func:`proofs.one_layer.check_attention_shift` compares the
 trained model's measured shift (at Convergence, and at Early Stop) with the simulated one
 (empirical checks: reported, never asserted).
@@ -46,7 +60,8 @@ every seed. The simulation predicts a much larger, monotone shift.
 
 Run ``kgsim one-layer --out DIR`` (writes ``trained_one_layer.json``,
 ``trained_one_layer.png``, and the simulations' own figures ``one_layer_sim.png`` and
-``one_layer_sim_synthetic.png``), or call :func:`compare`.
+``one_layer_sim_synthetic.png``), ``kgsim one-layer --preset default --seeds 0 1 2 3 4 --out DIR``
+for several seeds (docs/one-layer-run), or call :func:`compare`.
 """
 from __future__ import annotations
 
@@ -63,6 +78,7 @@ from kgsim.core.rng import stream
 from kgsim.nn.model import build_model, load_model
 from kgsim.nn.probe import answers, correct_of
 from kgsim.nn.train import train
+from kgsim.study.salience import direct_logit_attribution, loss_prediction, salience
 from kgsim.study.stages import qa_rows
 from kgsim.world.build import build_world
 from kgsim.world.prompts import statement, zero_shot
@@ -93,6 +109,21 @@ DEFAULT_OVERRIDES = (
     "finetune.steps=100", "finetune.lr=1e-3", "finetune.batch_size=8", "finetune.warmup_steps=5",
     "finetune.bf16=false", "finetune.eval_every=5", "finetune.log_every=5", "finetune.ckpt_every=100",
 )
+DEFAULT_WORLD_OVERRIDES = (
+    # the default preset's graph, corpus, splits and schedules, with kgsim's one-layer attention-only model
+    # (its d_model = 128 and n_heads = 4 are the preset's own); float32 on CPU (bf16 is ~10x slower there)
+    "model.attention_only=true", "model.n_layers=1", "pretrain.bf16=false", "finetune.bf16=false",
+    # the one-layer comparison's fine-tuning learning rate (the preset's 1e-4 is the 2-layer model's),
+    # with the preset's 300 steps of 32 rows (48 passes over an FT set of 200 facts), the curve every 5 steps
+    "finetune.lr=1e-3", "finetune.ckpt_every=300",
+)
+ONE_LAYER_OVERRIDES = {"default": DEFAULT_WORLD_OVERRIDES}   # per preset; any other preset: DEFAULT_OVERRIDES
+
+
+def overrides_for(preset: str) -> tuple[str, ...]:
+    """The one-layer overrides applied to `preset`: :data:`DEFAULT_WORLD_OVERRIDES` for ``default``
+    (its world as it is), :data:`DEFAULT_OVERRIDES` (sized for ``smoke``) for any other preset."""
+    return ONE_LAYER_OVERRIDES.get(preset, DEFAULT_OVERRIDES)
 
 
 @dataclass(frozen=True)
@@ -152,6 +183,7 @@ class Comparison:
     synthetic: OneLayerResult | None = None            # the simulation's own world, sized alike
     checks: dict[str, CheckResult] = field(default_factory=dict)   # "<run>", "<run> at ES", "<run> vs synthetic"
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # "base", "<run>", "<run> at ES": [n_test, H, T]
+    salience: dict = field(default_factory=dict)       # see measure_salience
 
     def summary(self) -> dict:
         """JSON-ready numbers: per run, trained (Con. and ES) and simulated attention and edges, and the checks."""
@@ -170,9 +202,12 @@ class Comparison:
                 "simulated": _sim_dict(self.simulated.runs[name]),
                 "synthetic": _sim_dict(self.synthetic.runs[name]),
                 "checks": {key: self.checks[key].to_json() for key in (name, f"{name} at ES", f"{name} vs synthetic")}}
+        sal = self.salience
         return {"seed": self.config.seed, "preset": self.config.preset, "overrides": list(self.config.overrides),
                 "sim_d_model": self.config.sim_d_model, "tol": self.config.tol, "n_test": self.n_test,
-                "base": self.base, "runs": runs,
+                "base": self.base, "runs": runs, "magnitudes": magnitudes(self),
+                "salience": {"prediction": sal["prediction"],
+                             "facts": {k: np.asarray(v).tolist() for k, v in sal.items() if k != "prediction"}},
                 "sim_config": _cfg_dict(self.simulated.config), "synthetic_config": _cfg_dict(self.synthetic.config)}
 
 
@@ -341,6 +376,7 @@ def compare(cfg: TrainedOneLayerConfig = TrainedOneLayerConfig(), work_dir: str 
     attn0, guess0 = measure(base, prompts)
     ok0 = correct_of(kg, vocab, kg.s[test], kg.r[test], guess0)
     out = Comparison(cfg, int(len(test)), _base_summary(base, world), attention={"base": attn0})
+    ok_after = {}
     out.simulated, out.synthetic = simulate_world(world, cfg), simulate_sized(world, cfg)
     for name in RUNS:
         con, es, es_step, curve = tuned[name]
@@ -352,6 +388,8 @@ def compare(cfg: TrainedOneLayerConfig = TrainedOneLayerConfig(), work_dir: str 
             attn1, guess1 = measure(model, prompts)
             out.attention[name if when == "after" else f"{name} at ES"] = attn1
             ok1 = correct_of(kg, vocab, kg.s[test], kg.r[test], guess1)
+            if when == "after":
+                ok_after[name] = ok1
             shifts[when] = attention_shift(attn0, attn1, subj, rel, ok0, ok1)
             by_head["subject"][when] = attn1[:, :, SUBJECT_POS].mean(0)
             by_head["relation"][when] = attn1[:, :, RELATION_POS].mean(0)
@@ -365,6 +403,50 @@ def compare(cfg: TrainedOneLayerConfig = TrainedOneLayerConfig(), work_dir: str 
             sim, shifts["es"], tol=cfg.tol, label=f"{label} · ES (step {es_step}) vs simulation on the same facts")
         out.checks[f"{name} vs synthetic"] = check_attention_shift(syn, shifts["after"], tol=cfg.tol,
                                                                    label=f"{label} · Con. vs synthetic simulation")
+    out.salience = measure_salience(base, prompts, vocab.entity(kg.a[test]), ok0, ok_after, cfg.seed)
+    out.salience["fact"] = np.asarray(test)
+    return out
+
+
+def measure_salience(base, prompts: np.ndarray, answer_tokens: np.ndarray, correct_before: np.ndarray,
+                     correct_after: dict[str, np.ndarray], seed: int, n_boot: int = 2000) -> dict:
+    """The base model's measured salience of each test fact, and how well it predicts lost edges.
+
+    ``prompts``: int [n, T] zero-shot prompts (subject at :data:`SUBJECT_POS`); ``answer_tokens``: int [n];
+    ``correct_*``: bool [n] (after: per run, at Convergence). Two predictors, both from the base model:
+    "salience", S(s, a) of :func:`kgsim.study.salience.salience` summed over heads (the theory's
+    attention-free S; primary), and "realised", the subject's actual direct logit contribution to the
+    answer at its prompt, Σ_h α_h · S_h / σ (:func:`kgsim.study.salience.direct_logit_attribution`).
+    Returns {"salience": float [n], "salience_by_head": float [n, H], "realised": float [n],
+    "correct_before": bool [n], "correct_after_<run>": bool [n], "prediction": {run: {predictor:
+    :func:`kgsim.study.salience.loss_prediction`}}}; bootstrap streams ``study/one_layer/bootstrap/<run>/
+    <predictor>`` of `seed`."""
+    by_head = salience(base, prompts[:, SUBJECT_POS], answer_tokens, position=SUBJECT_POS, per_head=True)
+    dla = direct_logit_attribution(base, prompts)
+    realised = dla["positions"][np.arange(len(prompts)), SUBJECT_POS, answer_tokens]
+    out = {"salience": by_head.sum(1), "salience_by_head": by_head, "realised": realised,
+           "correct_before": np.asarray(correct_before, bool)}
+    out |= {f"correct_after_{name}": np.asarray(ok, bool) for name, ok in correct_after.items()}
+    out["prediction"] = {name: {k: loss_prediction(out[k], correct_before, ok,
+                                                   stream(seed, f"study/one_layer/bootstrap/{name}/{k}"), n_boot)
+                                for k in ("salience", "realised")} for name, ok in correct_after.items()}
+    return out
+
+
+def magnitudes(res: Comparison) -> dict:
+    """Mean attention mass of the answer position on subject and relation, trained (before, Convergence)
+    and simulated on the same facts (before, after), per run, with each change and the ratio of the
+    changes (simulated / trained; None where the trained change is exactly 0)."""
+    out = {}
+    for name in RUNS:
+        tr, sim = res.trained[name].shift, res.simulated.runs[name].shift
+        out[name] = {}
+        for key in ("subject", "relation"):
+            t0, t1 = getattr(tr, f"{key}_before"), getattr(tr, f"{key}_after")
+            s0, s1 = getattr(sim, f"{key}_before"), getattr(sim, f"{key}_after")
+            out[name][key] = {"trained_before": t0, "trained_after": t1, "trained_change": t1 - t0,
+                              "simulated_before": s0, "simulated_after": s1, "simulated_change": s1 - s0,
+                              "ratio": (s1 - s0) / (t1 - t0) if t1 != t0 else None}
     return out
 
 
@@ -483,5 +565,23 @@ def format_summary(res: Comparison) -> str:
         for key in (f"{name} at ES", name, f"{name} vs synthetic"):
             c = res.checks[key]
             lines.append(f"  check {c.scope}: {'holds' if c.holds else 'does not hold'} ({c.detail})")
+        for key, m in magnitudes(res)[name].items():
+            ratio = "n/a" if m["ratio"] is None else f"{m['ratio']:.2f}"
+            lines.append(f"  magnitude, {key:8s} (Con.): trained {m['trained_before']:.3f} -> {m['trained_after']:.3f} "
+                         f"({m['trained_change']:+.3f}), simulated {m['simulated_before']:.3f} -> "
+                         f"{m['simulated_after']:.3f} ({m['simulated_change']:+.3f}), ratio simulated/trained {ratio}")
+        for key, p in res.salience["prediction"][name].items():
+            lines.append(f"  {format_prediction(p, key)}")
     return "\n".join(lines)
+
+
+def format_prediction(p: dict, predictor: str = "salience") -> str:
+    """One line of :func:`kgsim.study.salience.loss_prediction`'s numbers."""
+    auc = "n/a" if p["auroc"] is None else (f"{p['auroc']:.3f} [{p['low']:.3f}, {p['high']:.3f}] (bootstrap), "
+                                            f"[{p['hm_low']:.3f}, {p['hm_high']:.3f}] (Hanley-McNeil)")
+    means = ", ".join(f"{k} {p[f'mean_{k}']:.3f}" for k in ("lost", "kept")
+                      if p[f"mean_{k}"] is not None)
+    return (f"base {predictor} -> lost edge: AUROC (low {predictor} predicts loss) {auc}; "
+            f"{p['n_lost']} lost, {p['n_kept']} kept of {p['n_correct_before']} correct before"
+            + (f"; mean {means}" if means else ""))
 
