@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kgsim.study.stats import t_interval as _student_t
+
 __all__ = ["value_output", "salience", "direct_logit_attribution", "auroc", "bootstrap_auroc", "hanley_mcneil",
            "loss_prediction", "t_interval"]
 
@@ -238,15 +240,10 @@ def loss_prediction(sal, correct_before, correct_after, rng: np.random.Generator
 
 
 def t_interval(values, level: float = 0.95) -> dict:
-    """Mean of `values` (None entries left out) with a Student-t interval: {"mean", "low", "high", "n",
-    "values"}; low/high are None with fewer than 2 values, everything None with none."""
-    from scipy.stats import t
-
-    v = np.array([x for x in values if x is not None], np.float64)
-    out = {"n": int(v.size), "values": v.tolist(), "mean": None, "low": None, "high": None}
-    if v.size:
-        out["mean"] = float(v.mean())
-    if v.size >= 2:
-        half = float(t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size))
-        out["low"], out["high"] = out["mean"] - half, out["mean"] + half
-    return out
+    """Mean of `values` (None entries left out) with a Student-t interval
+    (:func:`kgsim.study.stats.t_interval`) as JSON-ready {"mean", "low", "high", "n", "values"}; low/high
+    are None with fewer than 2 values, everything None with none."""
+    v = [float(x) for x in values if x is not None]
+    iv = _student_t(v, level)
+    ok = lambda x: None if x != x else x  # noqa: E731 - NaN -> None
+    return {"n": len(v), "values": v, "mean": ok(iv["mean"]), "low": ok(iv["lo"]), "high": ok(iv["hi"])}
