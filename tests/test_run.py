@@ -206,12 +206,13 @@ def test_smoke_run_breaks_the_far_splits_down_by_factor(smoke_run):
     s = res["per_seed"][0]
     for st in ("es", "con"):
         for split in ("near-id", "open-world"):
-            for factor in ("relation", "subject type", "answer type"):
+            for factor in ("relation", "subject type", "answer type", "graph distance"):
                 levels = s["factor_gaps"][st][split][factor]
                 n = sum(v["n"] for v in levels.values())
                 assert n == s["sizes"][f"ft-known/{st}"][split]["zero-shot"]["N"]
                 assert sum(v["n"] * v["gap"] for v in levels.values()) / n == pytest.approx(
                     s["gaps"][st][split]["zero-shot"], abs=1e-12)
+    assert "0 hops" not in s["factor_gaps"]["con"]["open-world"]["graph distance"]   # other subjects than FT's
     assert "## Near-ID and Open-World by factor" in (smoke_run / "report.md").read_text()
 
 

@@ -220,3 +220,32 @@ def test_similarity_makeup_counts_each_bucket_by_split():
         assert got["n"] == len(ids) == sum(got["from"].values())
         assert got["lo"] == sim[np.isin(pooled, ids)].min() and got["hi"] == sim[np.isin(pooled, ids)].max()
         assert got["from"]["id"] == int(np.isin(ids, splits.test["id"]).sum())
+
+
+@settings(max_examples=40)
+@given(seed=st.integers(0, 2**31), n=st.integers(2, 40), m=st.integers(0, 60), k=st.integers(0, 4))
+def test_subject_distance_is_the_breadth_first_distance(seed, n, m, k):
+    """Issue 12's graph-distance factor: hops to the nearest source over every fact, either direction."""
+    from collections import deque
+
+    from kgsim.core.kg import KnowledgeGraph
+    from kgsim.study.results import subject_distance
+    rng = np.random.default_rng(seed)
+    s, a = rng.integers(0, n, m), rng.integers(0, n, m)
+    kg = KnowledgeGraph(entity_types=[0] * n, relation_domain=[0], relation_range=[0], s=s, r=np.zeros(m, int), a=a,
+                        exposure=np.ones(m, int), popularity=np.full(n, 1 / n))
+    sources = rng.choice(n, min(k, n), replace=False)
+    want = np.full(n, np.inf)
+    nbrs = [set() for _ in range(n)]
+    for x, y in zip(s, a):
+        nbrs[x].add(y)
+        nbrs[y].add(x)
+    queue = deque(int(x) for x in sources)
+    want[sources] = 0
+    while queue:
+        x = queue.popleft()
+        for y in nbrs[x]:
+            if want[y] == np.inf:
+                want[y] = want[x] + 1
+                queue.append(y)
+    assert np.array_equal(subject_distance(kg, sources), want)

@@ -301,7 +301,9 @@ def factor_section(agg: dict) -> list[str]:
     L = ["## Near-ID and Open-World by factor", "",
          "The zero-shot gap on each split's facts grouped by one factor at a time: the relation, the "
          "subject's type and the answer's type (`ft`: a type some fine-tuning relation takes; `other`: "
-         "none does). N = facts per seed (mean). A factor with one level does not vary in this world.", "",
+         "none does), and the subject's graph distance to the nearest fine-tuning subject (hops over "
+         "every fact, either direction). N = facts per seed (mean). A factor with one level does not "
+         "vary in this world.", "",
          "| split | factor | level | N | Δ Early Stop | Δ Convergence |", "|---|---|---|---|---|---|"]
     for split in (NEAR_ID, OPEN_WORLD):
         for factor in FACTORS:
