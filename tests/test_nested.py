@@ -96,3 +96,36 @@ def test_bad_ft_replicates_is_one_line_and_exit_2(capsys, tmp_path, value):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "run.ft_replicates" in err
     assert not (tmp_path / "r").exists()
+
+
+def _write_unit(run_dir, seed, replicate, kn_correct, unk_correct):
+    from kgsim.core.edges import EdgeSet, TwoHopQueries
+    from kgsim.core.io import write_json
+    ids = np.arange(len(kn_correct))
+    sets = [EdgeSet(ids, np.asarray(kn_correct, bool), model="ft-known", stage="con", split="id"),
+            EdgeSet(ids, np.asarray(unk_correct, bool), model="ft-unknown", stage="con", split="id")]
+    empty = TwoHopQueries(np.zeros((0, 5), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    write_json(run_dir / unit_name(seed, replicate) / "edges.json",
+               {"edge_sets": [e.to_json() for e in sets], "two_hop": empty.to_json(), "splits": {}})
+    return {"seed": seed, "replicate": replicate}
+
+
+def test_the_two_stage_bootstrap_adds_the_replicates_spread(tmp_path):
+    """One seed, two replicates over the same 60 test facts: identical replicates give the one-stage
+    bootstrap exactly; replicates 20 points apart widen the interval beyond the one-stage one."""
+    from kgsim.study.nested import mean_bootstrap
+    rng = np.random.default_rng(3)
+    kn, unk = rng.random(60) < 0.7, rng.random(60) < 0.3
+    same = [_write_unit(tmp_path / "same", 4, r, kn, unk) for r in (0, 1)]
+    one = mean_bootstrap(tmp_path / "same", same[:1], n_boot=400)["gaps"]["con"]["id"]["zero-shot"]
+    two = mean_bootstrap(tmp_path / "same", same, n_boot=400)["gaps"]["con"]["id"]["zero-shot"]
+    assert np.array_equal(one, two)
+    apart = unk.copy()
+    apart[np.flatnonzero(~unk)[:12]] = True                                   # replicate 1: gap 20 points smaller
+    units = [_write_unit(tmp_path / "apart", 4, 0, kn, unk), _write_unit(tmp_path / "apart", 4, 1, kn, apart)]
+    boot = mean_bootstrap(tmp_path / "apart", units, n_boot=400)["gaps"]["con"]["id"]["zero-shot"]
+    r0, r1 = (mean_bootstrap(tmp_path / "apart", [u], n_boot=400)["gaps"]["con"]["id"]["zero-shot"] for u in units)
+    # picking 2 of 2 replicates with replacement adds the variance of their mean, (d/2)^2 / 2 with the
+    # replicates d = 0.2 apart; 400 draws estimate a variance to ~7%, so rel=0.2 is three of those
+    assert np.var(boot) == pytest.approx(np.var((r0 + r1) / 2) + 0.1 ** 2 / 2, rel=0.2)
+    assert np.mean(boot) == pytest.approx(np.mean((r0 + r1) / 2), abs=0.02)

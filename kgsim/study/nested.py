@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kgsim.core.edges import read_edges_json
+from kgsim.core.rng import stream
 from kgsim.study.results import bootstrap_gaps, claim_values
 from kgsim.study.runner import unit_name
 from kgsim.study.stats import nested_components
@@ -84,23 +85,31 @@ def _unit_bootstrap(run_dir: Path, unit: dict, n_boot: int) -> dict | None:
     return bootstrap_gaps(read_edges_json(f)[0], n_boot=n_boot, seed=unit["seed"])
 
 
-def _mean_arrays(trees: list):
+def _pick_mean(trees: list, pick: np.ndarray):
+    """Per bootstrap draw b, the mean over replicates pick[b] of each replicate's draw b."""
     if isinstance(trees[0], dict):
-        return {k: _mean_arrays([t[k] for t in trees]) for k in trees[0] if all(k in t for t in trees)}
-    return np.mean(np.stack([np.asarray(t, float) for t in trees]), axis=0)
+        return {k: _pick_mean([t[k] for t in trees], pick) for k in trees[0] if all(k in t for t in trees)}
+    stack = np.stack([np.asarray(t, float) for t in trees])                 # [R, n_boot]
+    return stack[pick, np.arange(stack.shape[1])[:, None]].mean(1)
 
 
 def mean_bootstrap(run_dir: Path, units: list[dict], n_boot: int = 2000) -> dict | None:
-    """The bootstrap of one seed's replicate-mean gaps: :func:`bootstrap_gaps` of each replicate,
-    averaged replicate by replicate. The replicates share the seed's test sets and the bootstrap's
-    random stream, so every replicate resamples the same facts in each draw: the average is the
-    replicate mean's own bootstrap. None unless `units` are one seed's, each with its edges.json."""
+    """The bootstrap of one seed's replicate-mean gaps, in two stages: each draw resamples the test
+    facts (:func:`bootstrap_gaps` of each replicate; the replicates share the seed's test sets and the
+    bootstrap's stream, so draw b resamples the same facts for every replicate) and the R replicates
+    (with replacement, stream ``bootstrap/replicates``), and averages the picked replicates' draw b.
+    Its intervals cover test-fact sampling and fine-tuning's batch order, not world and pretraining.
+    With one replicate it is that replicate's bootstrap. None unless `units` are one seed's, each
+    with its edges.json."""
     if len({u["seed"] for u in units}) != 1:
         return None
     boots = [_unit_bootstrap(run_dir, u, n_boot) for u in units]
     if any(b is None for b in boots):
         return None
-    return boots[0] if len(boots) == 1 else _mean_arrays(boots)
+    if len(boots) == 1:
+        return boots[0]
+    pick = stream(units[0]["seed"], "bootstrap/replicates").integers(0, len(boots), (n_boot, len(boots)))
+    return _pick_mean(boots, pick)
 
 
 def variance_table(run_dir: Path, units: list[dict], claims: dict[str, str], k_shots, sim_names: list[str],

@@ -74,7 +74,12 @@ def render(res: dict, run_dir: Path) -> Path:
          f"intervals over seeds (points; [lo, hi]; accuracies' intervals cut to [0, 100]); with one seed, no "
          f"interval.", ""]
     boot = any(v.get("method") for parts in res["observations"].values() for v in parts.values())
-    if boot:
+    reps = res["per_seed"][0].get("replicates", 1) if len(res["per_seed"]) == 1 else 1
+    if boot and reps > 1:
+        L += [f"One seed, {reps} fine-tuning replicates: the intervals of gaps and of the claims below are 95% "
+              "two-stage bootstrap intervals (test facts, then replicates, resampled); they cover test-fact "
+              "sampling and fine-tuning's batch order, not world and pretraining (that needs more seeds).", ""]
+    elif boot:
         L += ["One seed: the intervals of gaps and of the claims below are 95% bootstrap intervals over "
               "test facts; they cover test-set sampling only (training randomness needs more seeds).", ""]
     vc = res["config"].get("verdicts")
