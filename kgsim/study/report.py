@@ -172,16 +172,18 @@ def variance_section(res: dict) -> list[str]:
     if not vcs:
         return []
     reps = (res["config"].get("run") or {}).get("ft_replicates", 1)
+    t = (res["config"].get("verdicts") or {}).get("target_effect")
+    tname = f"{100 * t:g} points" if t else "T"
     L = ["## Variance components", "",
          f"Where each primary contrast's spread comes from (sd in points). {len(res['seeds'])} seed(s) (a world and "
          f"a base model each) x {reps} fine-tuning replicate(s) (same data, their own batch order). Test facts: "
          "the mean bootstrap sd over each unit's test facts; fine-tuning: the sd across a seed's replicates; "
          "world and pretraining: the between-seed component less test-fact sampling (a seed's replicates "
          "share its test facts). The intervals above are over seeds' replicate means, and so combine all "
-         "three. \"seeds for T (J reps)\": seeds needed to detect the target effect at 80% power with J "
-         "replicates per seed.", "",
+         f"three. \"seeds for {tname}\": the seeds a one-sample t-test over seed means needs to detect "
+         "that effect at 80% power with 1, 2 or 4 fine-tuning replicates per seed.", "",
          "| observation | primary claim | world + pretraining | fine-tuning | world + fine-tuning | test facts "
-         "| seed mean | seeds for T (1 / 2 / 4 reps) | what this design cannot separate |",
+         f"| seed mean | seeds for {tname} (1 / 2 / 4 reps) | what this design cannot separate |",
          "|---|---|---|---|---|---|---|---|---|"]
     for o, v in vcs.items():
         need = v.get("seeds_for_target") or {}
