@@ -17,7 +17,7 @@ Sections: ``runtime`` (dtype, device, device_map), ``data`` (:class:`DataConfig`
 >>> bridge_config(overrides=["data.ft_size=0"])
 Traceback (most recent call last):
 ...
-kgsim.core.config.ConfigError: data.ft_size = 0: must be >= 1
+kgsim.core.validate.ConfigError: data.ft_size = 0: must be >= 1
 """
 from __future__ import annotations
 

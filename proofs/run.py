@@ -40,6 +40,7 @@ from kgsim.core.names import BASE_PROMPTS, COT, DIRECT_TWO_HOP, FT_KNOWN, FT_MOD
 from kgsim.core.rng import stream
 
 from .core import CheckResult
+from .recovery import check_t1_equal_rates
 from .statements import (
     check_c1,
     check_cot,
@@ -47,7 +48,6 @@ from .statements import (
     check_l1,
     check_p1,
     check_r1,
-    check_t1_equal_rates,
     check_t1_measured,
     gains_losses,
     lookup,
@@ -235,7 +235,7 @@ def check_run(edge_sets: Mapping[tuple[str, str, str, str], EdgeSet], two_hop: T
     Per (stage, split) with both models: P1 for every prompt; for every other prompt P with a base
     prompt over the same test set: L1, C1 (with each model's measured gains, assumptions
     reported), R1, T1's measured prediction (Hoeffding tolerance at false-alarm rate ``delta``) and
-    "T1 equal recovery rates" (:func:`~proofs.statements.check_t1_equal_rates`: q̂_kn, q̂_unk, the
+    "T1 equal recovery rates" (:func:`~proofs.recovery.check_t1_equal_rates`: q̂_kn, q̂_unk, the
     two-sided p-value of Fisher's exact test of q_kn = q_unk, holds iff p ≥ ``alpha``; under
     non-uniform weights a permutation test drawing from the stream ``seed`` names for that scope).
     With ``two_hop``: CoT path connectivity per (model, stage) and the CoT gap per stage, at

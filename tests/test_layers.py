@@ -1,5 +1,5 @@
-"""The package layering holds: import-linter's contract (pyproject.toml) passes, and no project
-import hides inside a function body."""
+"""The package layering holds: import-linter's contract (pyproject.toml) passes, no project
+import hides inside a function body, and no module is over 600 lines."""
 import ast
 import shutil
 import subprocess
@@ -54,3 +54,10 @@ def test_contract_fails_on_an_upward_import(tmp_path):
     p = subprocess.run([exe, "--config", str(copy / "pyproject.toml")], cwd=copy, capture_output=True, text=True,
                        timeout=300, env={"PYTHONPATH": str(copy), "PATH": str(Path(sys.executable).parent)})
     assert p.returncode != 0 and "BROKEN" in p.stdout, p.stdout[-2000:]
+
+
+def test_no_module_is_over_600_lines():
+    """Issue 10's bound on module size: a module past 600 lines is split by what it does."""
+    long = {str(p.relative_to(ROOT)): n for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long

@@ -1,4 +1,4 @@
-"""The exact test of T1's same-q assumption (proofs.statements.check_t1_equal_rates, proofs.core).
+"""The exact test of T1's same-q assumption (proofs.recovery.check_t1_equal_rates, proofs.core).
 
 What is tested and how:
 
@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from kgsim.core.edges import EdgeSet
 from kgsim.core.rng import stream
+from proofs import recovery as R
 from proofs import statements as S
 from proofs.core import fisher_exact_p, newcombe_interval, permutation_p
 from proofs.run import check_run, format_table
@@ -106,29 +107,29 @@ UNK = np.array([0, 0, 0, 0, 1, 1], bool)       # FT-Unknown misses t0..t3
 def test_hand_case_on_edge_sets():
     kn_p = np.array([1, 1, 1, 1, 1, 0], bool)  # recovers 3 of its 4 missing edges
     unk_p = np.array([1, 0, 0, 0, 1, 1], bool)  # recovers 1 of 4
-    t = S.recovery_rate_test(KN, UNK, kn_p, unk_p)
+    t = R.recovery_rate_test(KN, UNK, kn_p, unk_p)
     assert t.table.tolist() == [[3, 1], [1, 3]] and (t.lost_kn, t.lost_unk) == (0, 0)
     assert (t.q_kn, t.q_unk, t.method) == (0.75, 0.25, "fisher")
     assert t.p_value == pytest.approx(34 / 70) and t.ci == pytest.approx(newcombe_interval(3, 4, 1, 4))
-    r = S.check_t1_equal_rates(KN, UNK, kn_p, unk_p)
+    r = R.check_t1_equal_rates(KN, UNK, kn_p, unk_p)
     assert (r.kind, r.lhs, r.rhs, r.residual, r.tolerance) == ("empirical", 0.75, 0.25, 0.5, ALPHA)
     assert r.p_value == pytest.approx(34 / 70) and r.holds and r.assumptions_held
     assert "recovered kn 3/4, unk 1/4" in r.detail and "lost kn 0, unk 0" in r.detail
-    assert not S.check_t1_equal_rates(KN, UNK, kn_p, unk_p, alpha=0.5).holds       # p = 0.486 < 0.5
+    assert not R.check_t1_equal_rates(KN, UNK, kn_p, unk_p, alpha=0.5).holds       # p = 0.486 < 0.5
 
 
 def test_losses_are_counted_and_reported_as_the_other_assumption():
     kn_p = np.array([0, 1, 1, 0, 0, 0], bool)   # loses t0, recovers t2
     unk_p = np.array([1, 0, 0, 0, 1, 0], bool)  # loses t5, recovers t0
-    t = S.recovery_rate_test(KN, UNK, kn_p, unk_p)
+    t = R.recovery_rate_test(KN, UNK, kn_p, unk_p)
     assert (t.lost_kn, t.lost_unk, t.recovered_kn, t.recovered_unk) == (1, 1, 1, 1)
-    r = S.check_t1_equal_rates(KN, UNK, kn_p, unk_p)
+    r = R.check_t1_equal_rates(KN, UNK, kn_p, unk_p)
     assert dict(r.assumptions)[S.NO_LOSSES] is False and "lost kn 1, unk 1" in r.detail
 
 
 def test_a_model_missing_nothing_leaves_nothing_to_test():
     full = np.ones(6, bool)
-    r = S.check_t1_equal_rates(full, UNK, full, UNK | KN)
+    r = R.check_t1_equal_rates(full, UNK, full, UNK | KN)
     assert r.p_value == 1.0 and r.holds and (r.lhs, r.rhs) == (0.0, 0.5)
 
 
@@ -139,7 +140,7 @@ def _simulate(rng, n, acc_kn, acc_unk, q_kn, q_unk, runs, weights=None, n_permut
     for _ in range(runs):
         kn_p = kn | (rng.random(n) < q_kn)
         unk_p = unk | (rng.random(n) < q_unk)
-        out.append(S.recovery_rate_test(kn, unk, kn_p, unk_p, weights=weights, rng=rng,
+        out.append(R.recovery_rate_test(kn, unk, kn_p, unk_p, weights=weights, rng=rng,
                                         n_permutations=n_permutations).p_value)
     return np.array(out)
 
@@ -173,13 +174,13 @@ def test_weighted_input_needs_an_rng_and_is_deterministic_given_its_seed():
     kn, unk = rng.random(n) < 0.5, rng.random(n) < 0.2
     kn_p, unk_p = kn | (rng.random(n) < 0.3), unk | (rng.random(n) < 0.3)
     with pytest.raises(ValueError, match="needs rng="):
-        S.recovery_rate_test(kn, unk, kn_p, unk_p, weights=w)
-    a = S.recovery_rate_test(kn, unk, kn_p, unk_p, weights=w, rng=stream(7, "t"), n_permutations=999)
-    b = S.recovery_rate_test(kn, unk, kn_p, unk_p, weights=w, rng=stream(7, "t"), n_permutations=999)
+        R.recovery_rate_test(kn, unk, kn_p, unk_p, weights=w)
+    a = R.recovery_rate_test(kn, unk, kn_p, unk_p, weights=w, rng=stream(7, "t"), n_permutations=999)
+    b = R.recovery_rate_test(kn, unk, kn_p, unk_p, weights=w, rng=stream(7, "t"), n_permutations=999)
     assert a == b and a.method == "permutation" and a.n_permutations == 999
     assert (a.q_kn, a.q_unk) == pytest.approx(S.recovery_rates(kn, unk, kn_p, unk_p, weights=w))
     # equal weights are uniform weights: Fisher, no draws
-    assert S.recovery_rate_test(kn, unk, kn_p, unk_p, weights=np.full(n, 3.0)).method == "fisher"
+    assert R.recovery_rate_test(kn, unk, kn_p, unk_p, weights=np.full(n, 3.0)).method == "fisher"
 
 
 def test_weighted_permutation_test_size_and_power():

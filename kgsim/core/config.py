@@ -11,7 +11,7 @@ validated the same way: an unknown key, a value of the wrong type or an impossib
 >>> load_config("smoke", overrides=["graph.n_entitis=3"])
 Traceback (most recent call last):
 ...
-kgsim.core.config.ConfigError: unknown key 'graph.n_entitis' (value 3)
+kgsim.core.validate.ConfigError: unknown key 'graph.n_entitis' (value 3)
 """
 from __future__ import annotations
 
@@ -35,15 +35,12 @@ import tomli_w
 from kgsim.core.io import InputFileError, read_text
 from kgsim.core.known import FT_KNOWN_CATEGORIES, known_categories_problem
 from kgsim.core.names import TEST_FILTERS
-
-
-class ConfigError(ValueError):
-    """A configuration key holds a value kgsim cannot use. The message names key and value."""
-
-
-def _fail(key: str, value: Any, why: str) -> typing.NoReturn:
-    raise ConfigError(f"{key} = {value!r}: {why}")
-
+from kgsim.core.validate import ConfigError
+from kgsim.core.validate import fail as _fail
+from kgsim.core.validate import finite as _finite
+from kgsim.core.validate import fraction as _fraction
+from kgsim.core.validate import nonneg as _nonneg
+from kgsim.core.validate import positive as _positive
 
 # --------------------------------------------------------------------------------------------
 # Sections. Each component owns one frozen dataclass; `validate(prefix)` checks impossible values.
@@ -258,11 +255,8 @@ class InstructConfig(TrainConfig):
     ``corpus.qa_templates`` question forms at random. With it on, SliCK, the splits and both
     fine-tuning runs start from the tuned model; O1's instruct clause is the gap with it against the
     gap without it (``kgsim sweep --grid instruct.enabled=false,true`` shares world and base model).
-
-    Its defaults are gentle (about two epochs of its facts at a tenth of fine-tuning's rate): on the
-    default world (seed 1, float32) 300 steps at fine-tuning's rate 1e-3 fitted its own facts to 100%
-    and cut zero-shot ID extraction from 75% to 29%, so SliCK no longer found enough Known facts for
-    the splits; an instruct stage that destroys extraction is no analogue of instruction tuning."""
+    The defaults are gentle (~2 epochs at a tenth of fine-tuning's rate): fine-tuning's own schedule
+    cut ID extraction 75% -> 29% on the default world (docs/study-design-run/README.md)."""
 
     enabled: bool = False
     facts: int = 2000                  # QA facts tuned on (at most the ones there are)
@@ -439,36 +433,6 @@ def _hashed(section: str, d: dict) -> dict:
 
 LOADED_GENERATORS = {"tsv", "entityquestions"}
 GRAPH_GENERATORS = {"uniform", "zipf", "preferential", "community"} | LOADED_GENERATORS
-
-
-# --------------------------------------------------------------------------------------------
-# Checks used by the sections
-# --------------------------------------------------------------------------------------------
-
-def _finite(key: str, v: float, minimum: float | None = None, open_low: bool = False) -> None:
-    if v != v or v in (float("inf"), float("-inf")):
-        _fail(key, v, "must be a finite number")
-    if minimum is not None and (v < minimum or (open_low and v == minimum)):
-        _fail(key, v, f"must be {'>' if open_low else '>='} {minimum}")
-
-
-def _positive(key: str, v: int, minimum: int = 1) -> None:
-    if v < minimum:
-        _fail(key, v, f"must be >= {minimum}")
-
-
-def _nonneg(key: str, v: int) -> None:
-    if v < 0:
-        _fail(key, v, "must be >= 0")
-
-
-def _fraction(key: str, v: float, open_low: bool = False, open_high: bool = False) -> None:
-    _finite(key, v)
-    lo_ok = v > 0 if open_low else v >= 0
-    hi_ok = v < 1 if open_high else v <= 1
-    if not (lo_ok and hi_ok):
-        lo, hi = "(" if open_low else "[", ")" if open_high else "]"
-        _fail(key, v, f"must lie in {lo}0, 1{hi}")
 
 
 # --------------------------------------------------------------------------------------------
