@@ -129,3 +129,20 @@ def test_the_two_stage_bootstrap_adds_the_replicates_spread(tmp_path):
     # replicates d = 0.2 apart; 400 draws estimate a variance to ~7%, so rel=0.2 is three of those
     assert np.var(boot) == pytest.approx(np.var((r0 + r1) / 2) + 0.1 ** 2 / 2, rel=0.2)
     assert np.mean(boot) == pytest.approx(np.mean((r0 + r1) / 2), abs=0.02)
+
+
+def test_variance_intervals_cover_near_nominal_and_bound_the_seed_count():
+    """The chi-square interval of a variance covers the truth ~95% of the time on normal data, and
+    the seed count at the top of the seed mean's interval is never below the point estimate's."""
+    from kgsim.study.stats import variance_interval
+    rng = np.random.default_rng(11)
+    cover = []
+    for _ in range(2000):
+        x = rng.normal(0, 3.0, 6)
+        lo, hi = variance_interval(float(x.var(ddof=1)), 5)
+        cover.append(lo <= 9.0 <= hi)
+    assert 0.94 <= np.mean(cover) <= 0.96, np.mean(cover)          # binomial sd at 2000 draws: 0.005
+    vc = nested_components([[1.0, 3.0], [4.0, 6.0, 8.0], [10.0, 9.0]], [[0.5] * 7], target=2.0)
+    lo, hi = vc["per_seed_mean_ci"]
+    assert lo < vc["per_seed_mean"] < hi and vc["fine_tuning_ci"][0] < vc["fine_tuning"] < vc["fine_tuning_ci"][1]
+    assert vc["seeds_for_target_upper"] >= max(vc["seeds_for_target"].values())

@@ -164,6 +164,13 @@ def _sd(v) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{100 * math.sqrt(max(v, 0.0)):.1f}"
 
 
+def _sd_interval(ci) -> str:
+    """' [lo, hi]' in sd points from a variance interval, or '' where there is none."""
+    if not ci or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in ci):
+        return ""
+    return f" [{_sd(ci[0])}, {_sd(ci[1])}]"
+
+
 def variance_section(res: dict) -> list[str]:
     """Markdown lines: each primary contrast's spread split into world-and-pretraining, fine-tuning and
     test-fact sampling (``results["variance_components"]``, :func:`kgsim.study.stats.nested_components`),
@@ -181,16 +188,19 @@ def variance_section(res: dict) -> list[str]:
          "world and pretraining: the between-seed component less test-fact sampling (a seed's replicates "
          "share its test facts). The intervals above are over seeds' replicate means, and so combine all "
          f"three. \"seeds for {tname}\": the seeds a one-sample t-test over seed means needs to detect "
-         "that effect at 80% power with 1, 2 or 4 fine-tuning replicates per seed.", "",
+         "that effect at 80% power with 1, 2 or 4 fine-tuning replicates per seed; \"at most\": the seeds "
+         "it needs if the seed mean's sd is at the top of its 95% chi-square interval (brackets), which "
+         "few seeds make wide.", "",
          "| observation | primary claim | world + pretraining | fine-tuning | world + fine-tuning | test facts "
-         f"| seed mean | seeds for {tname} (1 / 2 / 4 reps) | what this design cannot separate |",
-         "|---|---|---|---|---|---|---|---|---|"]
+         f"| seed mean [95%] | seeds for {tname} (1 / 2 / 4 reps) | at most | what this design cannot separate |",
+         "|---|---|---|---|---|---|---|---|---|---|"]
     for o, v in vcs.items():
         need = v.get("seeds_for_target") or {}
         need = " / ".join(str(need.get(j, need.get(str(j), "–"))) for j in (1, 2, 4)) if need else "–"
         L.append(f"| {o} | {v['claim']} | {_sd(v.get('world_pretraining'))} | {_sd(v.get('fine_tuning'))} | "
                  f"{_sd(v.get('world_and_fine_tuning'))} | {_sd(v.get('test_facts'))} | "
-                 f"{_sd(v.get('per_seed_mean'))} | {need} | {v.get('note', '')} |")
+                 f"{_sd(v.get('per_seed_mean'))}{_sd_interval(v.get('per_seed_mean_ci'))} | {need} | "
+                 f"{v.get('seeds_for_target_upper', '–')} | {v.get('note', '')} |")
     return L + [""]
 
 

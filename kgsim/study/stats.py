@@ -37,7 +37,7 @@ import numpy as np
 from scipy import optimize, stats
 
 __all__ = ["wilson", "logit_interval", "t_interval", "tost", "holm", "mde", "seeds_needed",
-           "variance_components", "nested_components", "Decision", "decide"]
+           "variance_components", "variance_interval", "nested_components", "Decision", "decide"]
 
 
 def _clean(values) -> np.ndarray:
@@ -207,6 +207,20 @@ def variance_components(groups) -> dict:
             "groups": k, "n": int(N)}
 
 
+def variance_interval(var: float, df: int, level: float = 0.95) -> tuple[float, float]:
+    """The chi-square interval of a normal variance estimated with `df` degrees of freedom:
+    [df·s²/χ²(1 − α/2), df·s²/χ²(α/2)]; NaNs for df < 1.
+
+    >>> lo, hi = variance_interval(4.0, 2)
+    >>> round(lo, 3), round(hi, 1)
+    (1.084, 158.0)
+    """
+    if df < 1 or not np.isfinite(var):
+        return (float("nan"), float("nan"))
+    a = 1 - level
+    return (float(df * var / stats.chi2.ppf(1 - a / 2, df)), float(df * var / stats.chi2.ppf(a / 2, df)))
+
+
 def nested_components(values, sampling_var=None, target: float | None = None) -> dict:
     """The spread of one contrast split into its three sources, from a nested run: `values[i]` holds
     the contrast of base seed i's fine-tuning replicates (one world and base model per seed; the
@@ -227,7 +241,10 @@ def nested_components(values, sampling_var=None, target: float | None = None) ->
 
     and with `target` (an effect, same units) ``seeds_for_target``: {J: the seeds a one-sample t-test
     over seed means needs to detect `target` at 80% power with J replicates per seed} for J = 1, 2, 4,
-    where all three components are separated.
+    where all three components are separated. ``fine_tuning_ci`` and ``per_seed_mean_ci`` are 95%
+    intervals of those variances (:func:`variance_interval`; few seeds make the second wide), and
+    ``seeds_for_target_upper`` the seeds the target needs if the seed mean's variance is at the top
+    of its interval, at this run's replicates per seed.
 
     A hand check: two seeds whose replicates differ by ±1 around means 0 and 4, bootstrap variance 0.5:
 
@@ -252,11 +269,13 @@ def nested_components(values, sampling_var=None, target: float | None = None) ->
     if multi:
         ss_w = sum(float(((g - g.mean()) ** 2).sum()) for g in multi)
         out["fine_tuning"] = ss_w / sum(len(g) - 1 for g in multi)
+        out["fine_tuning_ci"] = variance_interval(out["fine_tuning"], sum(len(g) - 1 for g in multi))
     else:
         notes.append("one fine-tuning run per seed: fine-tuning is not separated from world-and-pretraining")
     if len(gs) >= 2:
         means = np.array([g.mean() for g in gs])
         out["per_seed_mean"] = float(means.var(ddof=1))
+        out["per_seed_mean_ci"] = variance_interval(out["per_seed_mean"], len(gs) - 1)
         if multi:
             vc = variance_components(gs)
             out["world_pretraining"] = max(0.0, vc["between"] - t)
@@ -269,6 +288,8 @@ def nested_components(values, sampling_var=None, target: float | None = None) ->
         w, f, tf = sep
         out["seeds_for_target"] = {j: seeds_needed(math.sqrt(w + tf + f / j), target) if w + tf + f > 0 else 2
                                    for j in (1, 2, 4)}
+    if target is not None and "per_seed_mean_ci" in out and np.isfinite(out["per_seed_mean_ci"][1]):
+        out["seeds_for_target_upper"] = seeds_needed(math.sqrt(out["per_seed_mean_ci"][1]), target)
     return out | {"note": "; ".join(notes) if notes else "all three separated"}
 
 
