@@ -39,7 +39,7 @@ from kgsim.core.io import write_json, write_text
 from kgsim.core.names import FT_KNOWN, FT_MIXED, FT_UNKNOWN, STAGES, ZERO_SHOT
 from kgsim.study.api import load_results
 from kgsim.study.laws import write_laws
-from kgsim.study.results import interval
+from kgsim.study.results import cut_to_unit, interval
 from kgsim.study.runner import RunDirError, prepare_run_dir
 from kgsim.study.tasks import Cell, GraphRun, check_scheduler, run_cells
 
@@ -258,16 +258,27 @@ def run_sweep(cfg: ExperimentConfig, grid: dict[str, list], out: Path, cache: Pa
     return SweepResult(out, records, g)
 
 
+def cell_interval(values, unit: bool = False) -> str:
+    """'mean [lo, hi]' in points: the Student-t interval over seeds, cut to [0, 100] for an accuracy
+    (`unit`), as the run reports cut theirs.
+
+    >>> cell_interval([0.95, 0.99, 0.70], unit=True)           # uncut: [49.0, 127.0]
+    '88.0 [49.0, 100.0]'
+    >>> cell_interval([0.2])
+    '20.0'
+    """
+    v = interval(list(values))
+    if unit:
+        v = cut_to_unit(v)
+    return "–" if v["n"] == 0 else f"{100 * v['mean']:.1f}" + (
+        f" [{100 * v['lo']:.1f}, {100 * v['hi']:.1f}]" if v["n"] > 1 else "")
+
+
 def summary(table: pd.DataFrame, records: list[dict], cfg: ExperimentConfig, grid: dict, g: GraphRun,
             laws: bool = True) -> str:
     """``sweep.md``: per cell its values, its fine-tuning set (ρ, n), status, the ID zero-shot gap
     (FT-Known − FT-Unknown) and the ρ-model's ID accuracy at ES and Con. (mean [95% interval over
-    seeds]); then the engine's figures."""
-    def iv(values) -> str:
-        v = interval(list(values))
-        return "–" if v["n"] == 0 else f"{100 * v['mean']:.1f}" + (
-            f" [{100 * v['lo']:.1f}, {100 * v['hi']:.1f}]" if v["n"] > 1 else "")
-
+    seeds], :func:`cell_interval`; accuracies' cut to [0, 100]); then the engine's figures."""
     head = " | ".join(grid)
     L = ["# Sweep", "", f"Seeds {list(cfg.run.seeds)}; {len(records)} cells. Points: mean [95% interval over seeds].",
          "",
@@ -279,8 +290,8 @@ def summary(table: pd.DataFrame, records: list[dict], cfg: ExperimentConfig, gri
         rho = r["values"].get("finetune.unknown_share", cfg.finetune.unknown_share)
         rho_model = FT_KNOWN if rho == 0 else FT_UNKNOWN if rho == 1 else FT_MIXED
         n = int(c.ft_set_size.dropna().iloc[0]) if c.ft_set_size.notna().any() else "–"
-        cells = [iv(c[(c.model == FT_KNOWN) & (c.stage == st)].gap) for st in STAGES]
-        cells += [iv(c[(c.model == rho_model) & (c.stage == st)].accuracy) for st in STAGES]
+        cells = [cell_interval(c[(c.model == FT_KNOWN) & (c.stage == st)].gap) for st in STAGES]
+        cells += [cell_interval(c[(c.model == rho_model) & (c.stage == st)].accuracy, unit=True) for st in STAGES]
         L.append(f"| {r['name']} | {' | '.join(str(r['values'][k]) for k in grid)} | {rho:g} | {n} | {r['status']} | "
                  + " | ".join(cells) + " |")
     L += ["", f"Wall time {g.wall_s:.0f} s on {g.workers} worker(s); cores {100 * g.busy_share():.0f}% busy. "
