@@ -67,21 +67,27 @@ def _has_interval(iv) -> bool:
     return bool(iv) and not math.isnan(iv.get("lo", float("nan")))
 
 
+def _stage_bars(xs: list[str], iv_of, size: tuple, ylabel: str, title: str, path: Path) -> str:
+    """Bars per x label, one per stage (Early Stop, Convergence), of the interval ``iv_of(stage, x)``."""
+    fig, ax = plt.subplots(figsize=size)
+    for i, st in enumerate(STAGES):
+        _bar_ci(ax, xs, [iv_of(st, x) for x in xs], STAGE_TITLES[st], (i - 0.5) * 0.35)
+    ax.set_xticks(range(len(xs)), xs)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()
+    return str(_save(fig, path))
+
+
 def figures(res: dict, out: Path) -> dict[str, str]:
     agg, figs = res["aggregate"], {}
     gaps = agg.get("gaps", {})
     kind = interval_kind([iv for by_split in gaps.values() for by_prompt in by_split.values()
                           for iv in by_prompt.values()])
     splits = [s for s in (*STRUCTURAL_SPLITS, *SIM_SPLITS, *res["sim_buckets"]) if s in gaps.get(STAGES[0], {})]
-    # gap at ES vs Con., by split
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for i, st in enumerate(STAGES):
-        _bar_ci(ax, splits, [_get(gaps, st, s, ZERO_SHOT) for s in splits], STAGE_TITLES[st], (i - 0.5) * 0.35)
-    ax.set_xticks(range(len(splits)), splits)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set(ylabel="Δ_fact (points)", title=f"Factuality gap FT-Known − FT-Unknown, zero-shot\n({kind})")
-    ax.legend()
-    figs["gap_by_split"] = str(_save(fig, out / "gap_by_split.png"))
+    figs["gap_by_split"] = _stage_bars(splits, lambda st, s: _get(gaps, st, s, ZERO_SHOT), (8, 4), "Δ_fact (points)",
+                                       f"Factuality gap FT-Known − FT-Unknown, zero-shot\n({kind})",
+                                       out / "gap_by_split.png")
     # gap vs k
     ks = [0] + list(res["config"]["prompts"]["k_shots"])
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -100,14 +106,9 @@ def figures(res: dict, out: Path) -> dict[str, str]:
     figs["gap_vs_k"] = str(_save(fig, out / "gap_vs_k.png"))
     # gap at ES vs Con. (ID) under every prompt
     prompts = [k_shot_name(k) for k in ks]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, st in enumerate(STAGES):
-        _bar_ci(ax, prompts, [_get(gaps, st, ID, p) for p in prompts], STAGE_TITLES[st], (i - 0.5) * 0.35)
-    ax.set_xticks(range(len(prompts)), prompts)
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set(ylabel="Δ (points)", title=f"ID gap at Early Stop vs Convergence, by prompt\n({kind})")
-    ax.legend()
-    figs["gap_es_vs_con"] = str(_save(fig, out / "gap_es_vs_con.png"))
+    figs["gap_es_vs_con"] = _stage_bars(prompts, lambda st, p: _get(gaps, st, ID, p), (7, 4), "Δ (points)",
+                                        f"ID gap at Early Stop vs Convergence, by prompt\n({kind})",
+                                        out / "gap_es_vs_con.png")
     # direct vs CoT (2-hop)
     th = agg.get("two_hop", {})
     if th:
