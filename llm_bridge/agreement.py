@@ -33,6 +33,7 @@ from kgsim.core.config import ConfigError, load_config
 from kgsim.core.kg import KnowledgeGraph
 from kgsim.core.names import COT, DIRECT_TWO_HOP, ID, TWO_HOP, TWO_HOP_PROMPTS, ZERO_SHOT, k_shot_name, shots_of
 from kgsim.core.rng import stream
+from kgsim.nn.precision import bf16_autocast
 from kgsim.nn.probe import KgsimLM, answers
 from kgsim.study.lm import answer_and_score
 from kgsim.world.prompts import (
@@ -184,7 +185,7 @@ def agreement(model_dir: str | Path, world_dir: str | Path, facts: dict | Sequen
     ecfg = EvalConfig(k_shots=tuple(k_shots) or (1,), cot_shots=cot_shots, batch_size=batch_size)
     all_two = fmt.two_hop_examples()
     rows = []
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+    with bf16_autocast(torch.device(device).type, bf16):      # both sides, products placed alike
         for name, ids in facts.items():
             ids, two_hop = np.asarray(ids, np.int64), name == TWO_HOP
             n_max = len(fmt.rows) if two_hop else fmt.kg.n_facts

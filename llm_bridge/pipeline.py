@@ -97,6 +97,7 @@ from kgsim.core.names import (
 )
 from kgsim.core.provenance import content_hash, environment
 from kgsim.core.selection import similarity_buckets, split_at_quantile
+from kgsim.nn.precision import kernel_record
 from kgsim.study.results import gap, gap_pairs
 
 from .config import PRESETS, BridgeConfig, DataConfig, RuntimeConfig, bridge_config
@@ -178,7 +179,7 @@ def provenance(model_dir: Path, runtime: RuntimeConfig) -> dict:
 
     dev = "auto" if runtime.device_map else resolve_device(runtime.device)
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if dev != "cpu" else []
-    return {**environment(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    return {**environment(), **kernel_record(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "device": dev, "device_map": runtime.device_map or None, "gpus": gpus,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")), "model": model_revision(model_dir)}
 

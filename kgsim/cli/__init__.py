@@ -14,6 +14,7 @@ from kgsim.cli import bridge, experiment, one_layer, sweep, world  # noqa: F401 
 from kgsim.cli.base import COMMANDS, UserError
 from kgsim.core.config import ConfigError
 from kgsim.core.version import __version__
+from kgsim.nn.precision import bf16_matmul
 from kgsim.world.graph import GraphFileError
 
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        bf16_matmul()                  # a bad KGSIM_BF16_MATMUL is a one-line error before any work
         return COMMANDS[args.command][2](args)
     except (ConfigError, GraphFileError, UserError) as e:
         print(f"kgsim: error: {e}", file=sys.stderr)

@@ -20,6 +20,7 @@ import torch
 
 from kgsim.core.kg import KnowledgeGraph
 from kgsim.core.rng import torch_generator
+from kgsim.nn.precision import bf16_autocast
 from kgsim.world.corpus import Vocabulary
 from kgsim.world.prompts import PromptBatch, draw_demonstrations, k_shot, zero_shot
 
@@ -41,7 +42,7 @@ def iter_last_logits(model, tokens: np.ndarray, tokens_per_batch: int = 1 << 14,
     rows = max(1, tokens_per_batch // max(T, 1))
     for i in range(0, n, rows):
         idx = torch.as_tensor(tokens[i:i + rows], dtype=torch.long, device=dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        with bf16_autocast(dev.type, bf16):
             if hasattr(model, "hidden"):
                 h, _ = model.hidden(idx)                         # [b, T, C]
                 logits = model.lm_head(h[:, -1])                 # [b, V]

@@ -64,6 +64,7 @@ from kgsim.core.io import file_mode
 from kgsim.core.rng import torch_seed
 from kgsim.core.rows import DataError, TokenRows
 from kgsim.nn.model import GPT, save_weights
+from kgsim.nn.precision import bf16_products
 
 __all__ = ["TokenRows", "TrainResult", "train", "lr_at", "param_groups",
            "DataError", "NonFiniteLossError", "CheckpointMismatchError"]
@@ -344,9 +345,10 @@ class _Run:
         idx = self.batches(t).to(self.device)                                # [B]
         rows, mask = self.tokens[idx], self.mask[idx]                        # [B, n_ctx]
         torch.manual_seed(torch_seed(self.seed, f"{self.name}/step{t}"))     # dropout noise of update t
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
-            _, loss = self.model(rows[:, :-1], rows[:, 1:], mask[:, 1:])    # inputs, targets [B, n_ctx-1]
-        loss.backward()
+        with bf16_products(self.device.type, self.cfg.bf16):                # forward and backward
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.bf16):
+                _, loss = self.model(rows[:, :-1], rows[:, 1:], mask[:, 1:])    # inputs, targets [B, n_ctx-1]
+            loss.backward()
         max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)   # pre-clip norm, no sync
         self.opt.step()

@@ -12,6 +12,7 @@ from kgsim.core.config import ExperimentConfig, to_dict
 from kgsim.core.edges import read_edges_json as seed_edges
 from kgsim.core.io import write_json
 from kgsim.core.provenance import environment
+from kgsim.nn.precision import kernel_record
 from kgsim.study.nested import mean_bootstrap, replicate_means, variance_table
 from kgsim.study.report import render
 from kgsim.study.results import (
@@ -45,7 +46,7 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     rules = verdict_rules(cfg.verdicts)
     sims = per_seed[0]["sim_buckets"]
     agg, obs = summarise(seeds, cfg.prompts.k_shots, sims, boot, rules)
-    res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": environment(),
+    res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": {**environment(), **kernel_record()},
            "sim_buckets": sims, "per_seed": seeds, "aggregate": agg, "observations": obs, "wall_time_s": wall_s}
     if len(seeds) < len(per_seed):
         res["per_unit"] = per_seed
