@@ -11,7 +11,13 @@ from kgsim.core.config import load_config
 from kgsim.study.nested import replicate_means
 from kgsim.study.runner import protocol_dict, seed_key, unit_name
 from kgsim.study.stages import ft_models
-from kgsim.study.stats import nested_components, variance_components
+from kgsim.study.stats import (
+    between_interval,
+    difference_interval,
+    nested_components,
+    variance_components,
+    variance_interval,
+)
 from kgsim.study.tasks import Cell, build_graph, finetune_key
 
 
@@ -134,7 +140,6 @@ def test_the_two_stage_bootstrap_adds_the_replicates_spread(tmp_path):
 def test_variance_intervals_cover_near_nominal_and_bound_the_seed_count():
     """The chi-square interval of a variance covers the truth ~95% of the time on normal data, and
     the seed count at the top of the seed mean's interval is never below the point estimate's."""
-    from kgsim.study.stats import variance_interval
     rng = np.random.default_rng(11)
     cover = []
     for _ in range(2000):
@@ -146,3 +151,24 @@ def test_variance_intervals_cover_near_nominal_and_bound_the_seed_count():
     lo, hi = vc["per_seed_mean_ci"]
     assert lo < vc["per_seed_mean"] < hi and vc["fine_tuning_ci"][0] < vc["fine_tuning"] < vc["fine_tuning_ci"][1]
     assert vc["seeds_for_target_upper"] >= max(vc["seeds_for_target"].values())
+
+
+def test_the_world_components_interval_covers_near_nominal():
+    """The MLS interval of the between-seed variance (a difference of mean squares): with nothing to
+    subtract it is the chi-square interval; on simulated nested designs (3 seeds x 3 replicates and
+    10 x 2; world variance 25, fine-tuning 9) it covers the truth 93-97% of the time, and a zero
+    world variance (cut at 0) at least 95%."""
+    assert difference_interval(0.5, 4.0, 2, 0.5, 0.0, 5) == pytest.approx(variance_interval(2.0, 2))
+    rng = np.random.default_rng(5)
+    for k, j in ((3, 3), (10, 2)):
+        for world, lo_ok, hi_ok in ((25.0, 0.93, 0.97), (0.0, 0.95, 1.0)):
+            hits = []
+            for _ in range(1500):
+                groups = [m + rng.normal(0, 3.0, j) for m in rng.normal(0, math.sqrt(world), k)]
+                lo, hi = between_interval(groups)
+                hits.append(lo <= world <= hi)
+            assert lo_ok <= np.mean(hits) <= hi_ok, (k, j, world, np.mean(hits))   # binomial sd ~0.006
+    vc = nested_components([[1.0, 3.0], [4.0, 6.0, 8.0], [10.0, 9.0]], [[0.5] * 7])
+    b_lo, b_hi = between_interval([[1.0, 3.0], [4.0, 6.0, 8.0], [10.0, 9.0]])
+    assert vc["world_pretraining_ci"] == pytest.approx((max(0.0, b_lo - 0.5), b_hi - 0.5))   # cut at 0
+    assert vc["world_pretraining_ci"][0] <= vc["world_pretraining"] < vc["world_pretraining_ci"][1]

@@ -186,18 +186,21 @@ def variance_section(res: dict) -> list[str]:
          f"a base model each) x {reps} fine-tuning replicate(s) (same data, their own batch order). Test facts: "
          "the mean bootstrap sd over each unit's test facts; fine-tuning: the sd across a seed's replicates; "
          "world and pretraining: the between-seed component less test-fact sampling (a seed's replicates "
-         "share its test facts). The intervals above are over seeds' replicate means, and so combine all "
-         f"three. \"seeds for {tname}\": the seeds a one-sample t-test over seed means needs to detect "
-         "that effect at 80% power with 1, 2 or 4 fine-tuning replicates per seed; \"at most\": the seeds "
-         "it needs if the seed mean's sd is at the top of its 95% chi-square interval (brackets), which "
-         "few seeds make wide.", "",
+         "share its test facts). Brackets: 95% intervals of each sd (chi-square; for world and pretraining "
+         "the modified large-sample interval of a difference of mean squares). The intervals above are over "
+         f"seeds' replicate means, and so combine all three. \"seeds for {tname}\": the seeds a one-sample "
+         "t-test over seed means needs to detect that effect at 80% power with 1, 2 or 4 fine-tuning "
+         "replicates per seed; \"at most\": the seeds it needs if the seed mean's sd is at the top of its "
+         "interval, which few seeds make wide.", "",
          "| observation | primary claim | world + pretraining | fine-tuning | world + fine-tuning | test facts "
          f"| seed mean [95%] | seeds for {tname} (1 / 2 / 4 reps) | at most | what this design cannot separate |",
          "|---|---|---|---|---|---|---|---|---|---|"]
     for o, v in vcs.items():
         need = v.get("seeds_for_target") or {}
         need = " / ".join(str(need.get(j, need.get(str(j), "–"))) for j in (1, 2, 4)) if need else "–"
-        L.append(f"| {o} | {v['claim']} | {_sd(v.get('world_pretraining'))} | {_sd(v.get('fine_tuning'))} | "
+        world = _sd(v.get("world_pretraining")) + _sd_interval(v.get("world_pretraining_ci"))
+        L.append(f"| {o} | {v['claim']} | {world} | "
+                 f"{_sd(v.get('fine_tuning'))}{_sd_interval(v.get('fine_tuning_ci'))} | "
                  f"{_sd(v.get('world_and_fine_tuning'))} | {_sd(v.get('test_facts'))} | "
                  f"{_sd(v.get('per_seed_mean'))}{_sd_interval(v.get('per_seed_mean_ci'))} | {need} | "
                  f"{v.get('seeds_for_target_upper', '–')} | {v.get('note', '')} |")

@@ -221,6 +221,57 @@ def variance_interval(var: float, df: int, level: float = 0.95) -> tuple[float, 
     return (float(df * var / stats.chi2.ppf(1 - a / 2, df)), float(df * var / stats.chi2.ppf(a / 2, df)))
 
 
+def difference_interval(c1: float, ms1: float, df1: int, c2: float, ms2: float, df2: int,
+                        level: float = 0.95) -> tuple[float, float]:
+    """An interval for θ = c1·ms1 − c2·ms2 (c1, c2 > 0; ms1, ms2 independent mean squares with df1,
+    df2 degrees of freedom), the modified large-sample (MLS) interval of Ting, Burdick, Graybill and
+    Gui (1990) for a variance component that is a difference of mean squares, such as the between-seed
+    component (MS_between − MS_within) / n0. Not truncated at 0; NaNs for df < 1. Its coverage on
+    simulated nested designs is tested (tests/test_nested.py).
+
+    >>> lo, hi = difference_interval(1 / 3, 30.0, 2, 1 / 3, 3.0, 6)
+    >>> round(lo, 2), round(hi, 1)
+    (1.07, 393.8)
+    """
+    if df1 < 1 or df2 < 1 or not (np.isfinite(ms1) and np.isfinite(ms2)):
+        return (float("nan"), float("nan"))
+    a = (1 - level) / 2
+    f_hi = lambda d1, d2: stats.f.ppf(1 - a, d1, d2)    # noqa: E731  the upper a point
+    f_lo = lambda d1, d2: stats.f.ppf(a, d1, d2)        # noqa: E731  the lower a point
+    g1, h1 = 1 - 1 / (stats.chi2.ppf(1 - a, df1) / df1), 1 / (stats.chi2.ppf(a, df1) / df1) - 1
+    g2, h2 = 1 - 1 / (stats.chi2.ppf(1 - a, df2) / df2), 1 / (stats.chi2.ppf(a, df2) / df2) - 1
+    fa, fb = f_hi(df1, df2), f_lo(df1, df2)
+    g12 = ((fa - 1) ** 2 - g1 ** 2 * fa ** 2 - h2 ** 2) / fa
+    h12 = ((1 - fb) ** 2 - h1 ** 2 * fb ** 2 - g2 ** 2) / fb
+    u1, u2 = c1 * ms1, c2 * ms2
+    theta = u1 - u2
+    lo = theta - math.sqrt(max(0.0, g1 ** 2 * u1 ** 2 + h2 ** 2 * u2 ** 2 + g12 * u1 * u2))
+    hi = theta + math.sqrt(max(0.0, h1 ** 2 * u1 ** 2 + g2 ** 2 * u2 ** 2 + h12 * u1 * u2))
+    return (float(lo), float(hi))
+
+
+def between_interval(groups, level: float = 0.95) -> tuple[float, float]:
+    """The MLS interval (:func:`difference_interval`) of the between-group variance that
+    :func:`variance_components` estimates, cut at 0; NaNs with fewer than 2 groups or no replicates.
+
+    >>> lo, hi = between_interval([[1.0, 1.2, 0.8], [3.0, 3.1, 2.9], [5.0, 5.2, 4.8]])
+    >>> round(lo, 2), round(hi, 1)
+    (1.08, 158.0)
+    """
+    gs = [np.asarray(_clean(g)) for g in groups]
+    gs = [g for g in gs if len(g)]
+    k, ns = len(gs), np.array([len(g) for g in gs], float)
+    N = ns.sum()
+    if k < 2 or N - k < 1:
+        return (float("nan"), float("nan"))
+    grand = np.concatenate(gs).mean()
+    ms_b = float(sum(len(g) * (g.mean() - grand) ** 2 for g in gs)) / (k - 1)
+    ms_w = float(sum(((g - g.mean()) ** 2).sum() for g in gs)) / (N - k)
+    n0 = (N - (ns ** 2).sum() / N) / (k - 1)
+    lo, hi = difference_interval(1 / n0, ms_b, k - 1, 1 / n0, ms_w, int(N - k), level)
+    return (max(0.0, lo), max(0.0, hi))
+
+
 def nested_components(values, sampling_var=None, target: float | None = None) -> dict:
     """The spread of one contrast split into its three sources, from a nested run: `values[i]` holds
     the contrast of base seed i's fine-tuning replicates (one world and base model per seed; the
@@ -242,7 +293,9 @@ def nested_components(values, sampling_var=None, target: float | None = None) ->
     and with `target` (an effect, same units) ``seeds_for_target``: {J: the seeds a one-sample t-test
     over seed means needs to detect `target` at 80% power with J replicates per seed} for J = 1, 2, 4,
     where all three components are separated. ``fine_tuning_ci`` and ``per_seed_mean_ci`` are 95%
-    intervals of those variances (:func:`variance_interval`; few seeds make the second wide), and
+    intervals of those variances (:func:`variance_interval`; few seeds make the second wide),
+    ``world_pretraining_ci`` that of the world component (:func:`between_interval`, less
+    ``test_facts``, which is taken as known: its bootstrap rests on hundreds of facts), and
     ``seeds_for_target_upper`` the seeds the target needs if the seed mean's variance is at the top
     of its interval, at this run's replicates per seed.
 
@@ -279,6 +332,8 @@ def nested_components(values, sampling_var=None, target: float | None = None) ->
         if multi:
             vc = variance_components(gs)
             out["world_pretraining"] = max(0.0, vc["between"] - t)
+            b_lo, b_hi = between_interval(gs)
+            out["world_pretraining_ci"] = (max(0.0, b_lo - t), max(0.0, b_hi - t))
         else:
             out["world_and_fine_tuning"] = max(0.0, float(np.concatenate(gs).var(ddof=1)) - t)
     else:
