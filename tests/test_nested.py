@@ -1,6 +1,7 @@
 """The nested design (``run.ft_replicates``): the task graph it builds, the keys it leaves unchanged,
 replicate means, and the variance components against a hand computation and a simulated truth.
 The end-to-end run is in tests/test_run.py (``test_smoke_run_with_fine_tuning_replicates``)."""
+import json
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 
 from kgsim.cli import main
 from kgsim.core.config import load_config
-from kgsim.study.nested import replicate_means
+from kgsim.study.nested import mean_bootstrap, replicate_means, unit_bootstraps, variance_table
 from kgsim.study.runner import protocol_dict, seed_key, unit_name
 from kgsim.study.stages import ft_models
 from kgsim.study.stats import (
@@ -119,7 +120,6 @@ def _write_unit(run_dir, seed, replicate, kn_correct, unk_correct):
 def test_the_two_stage_bootstrap_adds_the_replicates_spread(tmp_path):
     """One seed, two replicates over the same 60 test facts: identical replicates give the one-stage
     bootstrap exactly; replicates 20 points apart widen the interval beyond the one-stage one."""
-    from kgsim.study.nested import mean_bootstrap
     rng = np.random.default_rng(3)
     kn, unk = rng.random(60) < 0.7, rng.random(60) < 0.3
     same = [_write_unit(tmp_path / "same", 4, r, kn, unk) for r in (0, 1)]
@@ -135,6 +135,16 @@ def test_the_two_stage_bootstrap_adds_the_replicates_spread(tmp_path):
     # replicates d = 0.2 apart; 400 draws estimate a variance to ~7%, so rel=0.2 is three of those
     assert np.var(boot) == pytest.approx(np.var((r0 + r1) / 2) + 0.1 ** 2 / 2, rel=0.2)
     assert np.mean(boot) == pytest.approx(np.mean((r0 + r1) / 2), abs=0.02)
+    # finish computes each unit's bootstrap once and hands it to both users: the same numbers
+    shared = unit_bootstraps(tmp_path / "apart", units, 400)
+    again = mean_bootstrap(tmp_path / "apart", units, n_boot=400, boots=shared)["gaps"]["con"]["id"]["zero-shot"]
+    assert np.array_equal(again, boot)
+    figures = [{**u, "gaps": {"con": {"id": {"zero-shot": float(np.mean(kn) - np.mean(c))}}}}
+               for u, c in zip(units, (unk, apart))]
+    table = variance_table(tmp_path / "apart", figures, {"O1": "gap_id_con_positive"}, (4,), [], n_boot=400)
+    assert table["O1"]["n_units"] == 2 and table["O1"]["test_facts"] > 0
+    again = variance_table(tmp_path / "apart", figures, {"O1": "gap_id_con_positive"}, (4,), [], boots=shared)
+    assert json.dumps(table, sort_keys=True) == json.dumps(again, sort_keys=True)      # NaN-aware equality
 
 
 def test_variance_intervals_cover_near_nominal_and_bound_the_seed_count():

@@ -13,7 +13,7 @@ from kgsim.core.edges import read_edges_json as seed_edges
 from kgsim.core.io import write_json
 from kgsim.core.provenance import environment
 from kgsim.nn.precision import kernel_record
-from kgsim.study.nested import mean_bootstrap, replicate_means, variance_table
+from kgsim.study.nested import mean_bootstrap, replicate_means, unit_bootstraps, variance_table
 from kgsim.study.report import render
 from kgsim.study.results import (
     aggregate,
@@ -26,6 +26,8 @@ from kgsim.study.results import (
 from kgsim.study.runner import check_seed, two_hop_summary
 
 __all__ = ["finish", "one_seed_bootstrap", "seed_edges", "check_run_dir"]
+
+N_BOOT_ONE_SEED = 2000             # draws of a one-seed run's bootstrap (its intervals and its variance table)
 
 
 def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float | None = None) -> Path:
@@ -42,7 +44,9 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     contrast's spread (:func:`kgsim.study.nested.variance_table`).
     """
     seeds = replicate_means(per_seed)                     # the nested design: one entry per seed
-    boot = one_seed_bootstrap(out, per_seed)
+    one_seed = len({u["seed"] for u in per_seed}) == 1
+    units_boot = unit_bootstraps(out, per_seed, N_BOOT_ONE_SEED) if one_seed else None   # once, for both uses
+    boot = mean_bootstrap(out, per_seed, N_BOOT_ONE_SEED, boots=units_boot) if one_seed else None
     rules = verdict_rules(cfg.verdicts)
     sims = per_seed[0]["sim_buckets"]
     agg, obs = summarise(seeds, cfg.prompts.k_shots, sims, boot, rules)
@@ -51,7 +55,7 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     if len(seeds) < len(per_seed):
         res["per_unit"] = per_seed
     res["variance_components"] = variance_table(out, per_seed, rules["primary"], cfg.prompts.k_shots, sims,
-                                                rules["target_effect"])
+                                                rules["target_effect"], boots=units_boot)
     write_json(out / "results.json", res)
     return render(res, out)
 
@@ -80,7 +84,7 @@ def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
     """With one seed, the bootstrap over its test facts (:func:`kgsim.study.results.bootstrap_gaps`;
     of the replicates' mean with fine-tuning replicates, :func:`kgsim.study.nested.mean_bootstrap`),
     else None."""
-    return mean_bootstrap(out, per_seed)
+    return mean_bootstrap(out, per_seed, N_BOOT_ONE_SEED)
 
 
 def check_run_dir(run_dir: Path) -> list[tuple[str, list, dict]]:

@@ -23,7 +23,7 @@ from kgsim.study.results import bootstrap_gaps, claim_values
 from kgsim.study.runner import unit_name
 from kgsim.study.stats import nested_components
 
-__all__ = ["FIGURE_KEYS", "replicate_means", "unit_dir", "mean_bootstrap", "variance_table"]
+__all__ = ["FIGURE_KEYS", "replicate_means", "unit_dir", "unit_bootstraps", "mean_bootstrap", "variance_table"]
 
 # The per-seed figures averaged over a seed's replicates; every other entry is replicate 0's.
 FIGURE_KEYS = ("accuracy", "sizes", "gaps", "transitions", "pull", "base", "known_rules", "finetune", "two_hop",
@@ -93,17 +93,25 @@ def _pick_mean(trees: list, pick: np.ndarray):
     return stack[pick, np.arange(stack.shape[1])[:, None]].mean(1)
 
 
-def mean_bootstrap(run_dir: Path, units: list[dict], n_boot: int = 2000) -> dict | None:
+def unit_bootstraps(run_dir: Path, units: list[dict], n_boot: int) -> list[dict | None]:
+    """Each unit's bootstrap over its test facts (:func:`bootstrap_gaps`, `n_boot` draws; None for a
+    unit without edges.json): computed once and handed to :func:`mean_bootstrap` and
+    :func:`variance_table`, which otherwise compute their own."""
+    return [_unit_bootstrap(run_dir, u, n_boot) for u in units]
+
+
+def mean_bootstrap(run_dir: Path, units: list[dict], n_boot: int = 2000,
+                   boots: list[dict | None] | None = None) -> dict | None:
     """The bootstrap of one seed's replicate-mean gaps, in two stages: each draw resamples the test
     facts (:func:`bootstrap_gaps` of each replicate; the replicates share the seed's test sets and the
     bootstrap's stream, so draw b resamples the same facts for every replicate) and the R replicates
     (with replacement, stream ``bootstrap/replicates``), and averages the picked replicates' draw b.
     Its intervals cover test-fact sampling and fine-tuning's batch order, not world and pretraining.
     With one replicate it is that replicate's bootstrap. None unless `units` are one seed's, each
-    with its edges.json."""
+    with its edges.json. `boots`: the units' bootstraps, if already computed (:func:`unit_bootstraps`, `n_boot` draws)."""
     if len({u["seed"] for u in units}) != 1:
         return None
-    boots = [_unit_bootstrap(run_dir, u, n_boot) for u in units]
+    boots = boots if boots is not None else unit_bootstraps(run_dir, units, n_boot)
     if any(b is None for b in boots):
         return None
     if len(boots) == 1:
@@ -113,17 +121,19 @@ def mean_bootstrap(run_dir: Path, units: list[dict], n_boot: int = 2000) -> dict
 
 
 def variance_table(run_dir: Path, units: list[dict], claims: dict[str, str], k_shots, sim_names: list[str],
-                   target: float | None = None, n_boot: int = N_BOOT) -> dict:
+                   target: float | None = None, n_boot: int = N_BOOT,
+                   boots: list[dict | None] | None = None) -> dict:
     """``{observation: {"claim": name} | nested_components(...)}`` for each observation's declared
     claim (`claims`: {observation: claim name}): the claim's value per unit grouped by seed, and each
     unit's bootstrap variance of it over its test facts (`n_boot` resamples; units without
-    edges.json contribute none). Components are variances in (fraction)²; `target` (a fraction)
-    adds the seeds a 10-point (or `target`) effect needs per replicate count."""
+    edges.json contribute none; `boots`: the units' bootstraps if already computed, any number of
+    draws). Components are variances in (fraction)²; `target` (a fraction) adds the seeds a 10-point
+    (or `target`) effect needs per replicate count."""
+    boots = boots if boots is not None else unit_bootstraps(run_dir, units, n_boot)
     values: dict[str, dict[int, list[float]]] = {o: {} for o in claims}
     svar: dict[str, list[float]] = {o: [] for o in claims}
-    for u in units:
+    for u, boot in zip(units, boots):
         point = claim_values([u], tuple(k_shots), sim_names)
-        boot = _unit_bootstrap(run_dir, u, n_boot)
         reps = claim_values([boot], tuple(k_shots), sim_names) if boot else None
         for o, name in claims.items():
             if name not in point.get(o, {}):
