@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kgsim.study.bounds import cut_proportions
 from kgsim.study.results import accuracy_intervals, interval
 from kgsim.study.stats import decide, holm, logit_interval, mde, seeds_needed, tost, variance_components, wilson
 
@@ -123,3 +124,49 @@ def test_accuracy_intervals_never_leave_0_1(seeds):
     if len(set(values)) > 1:                                   # cut only where Student t leaves [0, 1]
         t = interval(values)
         assert (iv["lo"], iv["hi"]) == (max(0.0, t["lo"]), min(1.0, t["hi"]))
+
+
+def test_every_proportion_in_an_aggregate_is_cut_and_nothing_else():
+    """Not only accuracies: memorisation rates, two-hop and recall accuracies, gains and losses,
+    error-class shares and the rules' agreement stay inside [0, 1] and kappa inside [-1, 1]; gaps,
+    gaps inside [-1, 1]; counts, steps, λ and a factor level named like a class are left alone."""
+    near0, near1, signed = interval([0.0, 0.0, 0.004]), interval([1.0, 0.99, 1.0]), interval([-0.3, 0.2, -0.1])
+    wide, lam = interval([0.9, -0.2, 0.95]), interval([1.3, -0.4, 2.0])      # a gap past ±1; λ is unbounded
+    assert near0["lo"] < 0 and near1["hi"] > 1                     # Student t leaves [0, 1] here
+    agg = {"accuracy": {"base": {"id": {"zero-shot": near0}}},
+           "two_hop": {"base": {"direct": near0, "cot": near1}},
+           "recall_cot": {"base": {"id": near1}},
+           "transitions": {"base": {"id": {"1-shot": {"gain": near0, "loss": near1}}}},
+           "base": {"memorisation": {"statement_acc_never_shown": near0, "extraction_rate": near1,
+                                     "n_statement_only_facts_known": interval([3.0, 900.0, 4.0])}},
+           "finetune": {"ft-known": {"es_dev_acc": near1, "es_step": interval([5.0, 300.0, 10.0])}},
+           "known_rules": {"kappa": interval([1.0, 0.9, 0.99]), "agreement": near1},
+           "error_classes": {"base@ft-known": {"id": {"zero-shot": {"n": interval([2.0, 300.0, 9.0]),
+                                                                   "other": near0, "from-ft-set": near1}}}},
+           "gaps": {"con": {"id": {"zero-shot": signed}}},
+           "factor_gaps": {"con": {"open-world": {"answer type": {"other": {"gap": wide,
+                                                                            "n": interval([4.0, 90.0, 9.0])}}}}},
+           "pull": {"con": {"4-shot": {"lambda": lam, "residual": {"near-id": near0}}}}}
+    cut = cut_proportions(agg)
+    for path in (("accuracy", "base", "id", "zero-shot"), ("two_hop", "base", "direct"), ("two_hop", "base", "cot"),
+                 ("recall_cot", "base", "id"), ("transitions", "base", "id", "1-shot", "gain"),
+                 ("transitions", "base", "id", "1-shot", "loss"), ("base", "memorisation", "statement_acc_never_shown"),
+                 ("base", "memorisation", "extraction_rate"), ("finetune", "ft-known", "es_dev_acc"),
+                 ("known_rules", "agreement"), ("error_classes", "base@ft-known", "id", "zero-shot", "other"),
+                 ("error_classes", "base@ft-known", "id", "zero-shot", "from-ft-set"),
+                 ("pull", "con", "4-shot", "residual", "near-id")):
+        iv = cut
+        for k in path:
+            iv = iv[k]
+        assert 0.0 <= iv["lo"] <= iv["mean"] <= iv["hi"] <= 1.0, path
+    assert cut["known_rules"]["kappa"]["hi"] == 1.0
+    gap = cut["factor_gaps"]["con"]["open-world"]["answer type"]["other"]["gap"]
+    assert wide["lo"] < -1 and wide["hi"] > 1 and (gap["lo"], gap["hi"]) == (-1.0, 1.0)     # a gap: [-1, 1]
+    for path in (("gaps", "con", "id", "zero-shot"), ("factor_gaps", "con", "open-world", "answer type", "other", "n"),
+                 ("pull", "con", "4-shot", "lambda"),
+                 ("base", "memorisation", "n_statement_only_facts_known"), ("finetune", "ft-known", "es_step"),
+                 ("error_classes", "base@ft-known", "id", "zero-shot", "n")):
+        a, b = agg, cut
+        for k in path:
+            a, b = a[k], b[k]
+        assert a == b, path

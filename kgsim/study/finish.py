@@ -18,7 +18,7 @@ from kgsim.study.report import render
 from kgsim.study.results import (
     aggregate,
     bootstrap_gap_intervals,
-    cut_to_unit,
+    cut_proportions,
     error_class_intervals,
     observations,
     verdict_rules,
@@ -36,11 +36,12 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     figures; returns the report's path.
 
     With one seed, intervals of gaps come from a bootstrap over that seed's test facts
-    (:func:`one_seed_bootstrap`); with several, from Student t over seeds. Accuracies' intervals are
-    cut to [0, 1] (:func:`kgsim.study.results.cut_to_unit`). With fine-tuning replicates
-    (``run.ft_replicates``), `per_seed` holds every (seed, replicate) unit: ``per_seed`` in the
-    results is each seed's replicate mean (:func:`kgsim.study.nested.replicate_means`), on which every
-    interval and verdict rests, ``per_unit`` every unit; ``variance_components`` splits each primary
+    (:func:`one_seed_bootstrap`); with several, from Student t over seeds. Every proportion's
+    interval (accuracies, rates, shares) is cut to [0, 1], gaps' to [-1, 1]
+    (:func:`kgsim.study.bounds.cut_proportions`). With fine-tuning replicates (``run.ft_replicates``),
+    `per_seed` holds every (seed, replicate) unit: ``per_seed`` in the results is each seed's
+    replicate mean (:func:`kgsim.study.nested.replicate_means`), on which every interval and verdict
+    rests, ``per_unit`` every unit; ``variance_components`` splits each primary
     contrast's spread (:func:`kgsim.study.nested.variance_table`).
     """
     seeds = replicate_means(per_seed)                     # the nested design: one entry per seed
@@ -70,13 +71,13 @@ def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict 
     agg = aggregate([{k: s[k] for k in ("accuracy", "gaps", "base", "finetune", "two_hop", "recall_cot",
                                                    "transitions", "factor_gaps", "pull") if k in s}
                      for s in per_seed])
-    agg["accuracy"] = cut_to_unit(agg["accuracy"])        # Student t cut to [0, 1]
     if boot:
         agg["gaps"] = bootstrap_gap_intervals(per_seed[0]["gaps"], boot)
     if errors := error_class_intervals(per_seed):
         agg["error_classes"] = errors
     if all("known_rules" in s for s in per_seed):         # kgsim's runs: SliCK against exposure
         agg["known_rules"] = aggregate([{k: s["known_rules"][k] for k in ("kappa", "agreement")} for s in per_seed])
+    agg = cut_proportions(agg)                            # every proportion's interval inside [0, 1]
     return agg, observations(per_seed, tuple(k_shots), sim_buckets, boot=boot, rules=rules)
 
 

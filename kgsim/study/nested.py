@@ -108,7 +108,8 @@ def mean_bootstrap(run_dir: Path, units: list[dict], n_boot: int = 2000,
     (with replacement, stream ``bootstrap/replicates``), and averages the picked replicates' draw b.
     Its intervals cover test-fact sampling and fine-tuning's batch order, not world and pretraining.
     With one replicate it is that replicate's bootstrap. None unless `units` are one seed's, each
-    with its edges.json. `boots`: the units' bootstraps, if already computed (:func:`unit_bootstraps`, `n_boot` draws)."""
+    with its edges.json. `boots`: the units' bootstraps, if already computed (:func:`unit_bootstraps`,
+    `n_boot` draws)."""
     if len({u["seed"] for u in units}) != 1:
         return None
     boots = boots if boots is not None else unit_bootstraps(run_dir, units, n_boot)

@@ -36,7 +36,7 @@ from kgsim.core.names import (
     split_filter,
 )
 from kgsim.study.figures import _get, _row_name, error_class_rows, figures
-from kgsim.study.results import FACTORS, interval, summarise_observation
+from kgsim.study.results import FACTORS, cut_to_unit, interval, summarise_observation
 
 
 def _f(iv: dict | None, pct: bool = True) -> str:
@@ -71,8 +71,8 @@ def render(res: dict, run_dir: Path) -> Path:
          f"Seeds {seeds}; preset config in `config.toml`; kgsim {res['environment']['kgsim']}, torch "
          f"{res['environment']['torch']}, git {res['environment']['git_commit']}"
          f"{' (dirty)' if res['environment']['git_dirty'] else ''}. Figures are means with 95% Student-t "
-         f"intervals over seeds (points; [lo, hi]; accuracies' intervals cut to [0, 100]); with one seed, no "
-         f"interval.", ""]
+         f"intervals over seeds (points; [lo, hi]; intervals of accuracies, rates and shares cut to [0, 100]); "
+         f"with one seed, no interval.", ""]
     boot = any(v.get("method") for parts in res["observations"].values() for v in parts.values())
     reps = res["per_seed"][0].get("replicates", 1) if len(res["per_seed"]) == 1 else 1
     if boot and reps > 1:
@@ -220,7 +220,7 @@ def _base_section(res, agg) -> list[str]:
          "|---|---|---|---|---|"]
     seeds = res["per_seed"]
     for i, b in enumerate(seeds[0]["base"]["memorisation"]["buckets"]):
-        col = lambda key: _f(_interval_of([s["base"]["memorisation"]["buckets"][i][key] for s in seeds]))  # noqa
+        col = lambda key: _f(cut_to_unit(_interval_of([s["base"]["memorisation"]["buckets"][i][key] for s in seeds])))  # noqa
         L.append(f"| {b['exposure']} | {b['n']} | {col('statement_acc')} | "
                  f"{col('qa_acc_statement_only_subjects')} | {col('qa_acc_qa_subjects')} |")
     L += ["", "SliCK category (few-shot probe of the base model) against true exposure, summed over seeds:", "",

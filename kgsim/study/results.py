@@ -51,6 +51,7 @@ from kgsim.core.names import (
     sim_bucket_names,
 )
 from kgsim.core.rng import stream
+from kgsim.study.bounds import cut_proportions, cut_to_unit  # noqa: F401  (re-exported)
 from kgsim.study.stats import holm, mde, seeds_needed, tost
 from proofs.statements import lookup
 
@@ -296,14 +297,6 @@ def interval(values: list[float], level: float = 0.95) -> dict:
         return {"mean": m, "lo": float("nan"), "hi": float("nan"), "n": 1, "values": list(values)}
     half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return {"mean": m, "lo": m - half, "hi": m + half, "n": int(len(x)), "values": list(values)}
-
-
-def cut_to_unit(intervals: dict) -> dict:
-    """A nested dict of :func:`interval` leaves (proportions) with each interval cut to [0, 1]."""
-    if "mean" in intervals:
-        n = intervals["n"]
-        return intervals | ({"lo": max(0.0, intervals["lo"]), "hi": min(1.0, intervals["hi"])} if n >= 2 else {})
-    return {k: cut_to_unit(v) for k, v in intervals.items()}
 
 
 def accuracy_intervals(per_seed: list[dict]) -> dict:
