@@ -200,7 +200,7 @@ class TrainConfig:
     beta2: float = 0.98
     grad_clip: float = 1.0
     bf16: bool = False                 # bf16 autocast; on a CPU without bf16 kernels (AVX2 only) its products
-    #                                    run on float32 kernels, ~1.4x a float32 step (kgsim.nn.precision)
+    #                                    run on float32 kernels, 1.1-1.6x a float32 step (kgsim.nn.precision)
     log_every: int = 50
     eval_every: int = 250
     ckpt_every: int = 500

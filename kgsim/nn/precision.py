@@ -3,7 +3,7 @@
 Under ``torch.autocast(dtype=bfloat16)`` the matrix products (``mm``, ``addmm``, ``bmm``,
 ``baddbmm``) take bf16 inputs, multiply and accumulate in float32 and round the result to bf16
 once. CPUs with AVX512 (and GPUs) have fast kernels for that. A CPU with AVX2 only falls back to a
-generic kernel about 10x slower than float32: 4.0 s against 0.33 s for one step of the default
+generic kernel about 9x slower than float32: 4.6 s against 0.54 s for one step of the default
 preset's model, measured on an AMD EPYC, 97% of it in those four products.
 
 The same products can be computed by a float32 kernel: bf16 values are exact in float32, so
@@ -11,7 +11,8 @@ The same products can be computed by a float32 kernel: bf16 values are exact in 
 one rounding to bf16) in another summation order, the same kind of difference as between two
 instruction sets' kernels. Everything else stays bf16 autocast as it is: the dtypes that flow
 between ops, the elementwise ops in bf16, float32 where autocast puts it. One training step then
-costs 0.47 s instead of 4.0 s (tests/test_precision.py and benchmarks/bench_bf16_matmul.py).
+costs 0.59 s instead of 4.6 s (benchmarks/bench_bf16_matmul.py; 1.6x a float32 step with both cores
+busy); tests/test_precision.py checks the arithmetic.
 
 ``KGSIM_BF16_MATMUL`` chooses where the products run:
 
