@@ -47,7 +47,7 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     seeds = replicate_means(per_seed)                     # the nested design: one entry per seed
     one_seed = len({u["seed"] for u in per_seed}) == 1
     units_boot = unit_bootstraps(out, per_seed, N_BOOT_ONE_SEED) if one_seed else None   # once, for both uses
-    boot = mean_bootstrap(out, per_seed, N_BOOT_ONE_SEED, boots=units_boot) if one_seed else None
+    boot = one_seed_bootstrap(out, per_seed, units_boot)
     rules = verdict_rules(cfg.verdicts)
     sims = per_seed[0]["sim_buckets"]
     agg, obs = summarise(seeds, cfg.prompts.k_shots, sims, boot, rules)
@@ -81,11 +81,11 @@ def summarise(per_seed: list[dict], k_shots, sim_buckets: list[str], boot: dict 
     return agg, observations(per_seed, tuple(k_shots), sim_buckets, boot=boot, rules=rules)
 
 
-def one_seed_bootstrap(out: Path, per_seed: list[dict]) -> dict | None:
+def one_seed_bootstrap(out: Path, per_seed: list[dict], boots: list | None = None) -> dict | None:
     """With one seed, the bootstrap over its test facts (:func:`kgsim.study.results.bootstrap_gaps`;
     of the replicates' mean with fine-tuning replicates, :func:`kgsim.study.nested.mean_bootstrap`),
-    else None."""
-    return mean_bootstrap(out, per_seed, N_BOOT_ONE_SEED)
+    else None. `boots`: the units' bootstraps if already computed."""
+    return mean_bootstrap(out, per_seed, N_BOOT_ONE_SEED, boots=boots)
 
 
 def check_run_dir(run_dir: Path) -> list[tuple[str, list, dict]]:

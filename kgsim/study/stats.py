@@ -189,22 +189,30 @@ def variance_components(groups) -> dict:
     >>> round(vc["between"], 2), round(vc["within"], 3)
     (3.99, 0.03)
     """
-    gs = [np.asarray(_clean(g)) for g in groups]
-    gs = [g for g in gs if len(g)]
-    k = len(gs)
-    ns = np.array([len(g) for g in gs], float)
-    N = ns.sum()
-    if k < 2 or N - k < 1:
-        return {"between": float("nan"), "within": float("nan"), "icc": float("nan"), "groups": k, "n": int(N)}
-    grand = np.concatenate(gs).mean()
-    ss_b = float(sum(len(g) * (g.mean() - grand) ** 2 for g in gs))
-    ss_w = float(sum(((g - g.mean()) ** 2).sum() for g in gs))
-    ms_b, ms_w = ss_b / (k - 1), ss_w / (N - k)
-    n0 = (N - (ns ** 2).sum() / N) / (k - 1)                  # the effective group size (unbalanced)
+    ms = _mean_squares(groups)
+    if ms is None:
+        k, N = len([g for g in groups if len(_clean(g))]), int(sum(len(_clean(g)) for g in groups))
+        return {"between": float("nan"), "within": float("nan"), "icc": float("nan"), "groups": k, "n": N}
+    ms_b, ms_w, n0, k, N = ms
     between = float(max(0.0, (ms_b - ms_w) / n0))
     total = between + ms_w
     return {"between": between, "within": float(ms_w), "icc": between / total if total > 0 else float("nan"),
             "groups": k, "n": int(N)}
+
+
+def _mean_squares(groups):
+    """(MS_between, MS_within, n0, groups, n) of a one-way layout (n0: the effective group size of an
+    unbalanced design), or None with fewer than 2 non-empty groups or no within-group df."""
+    gs = [np.asarray(_clean(g)) for g in groups]
+    gs = [g for g in gs if len(g)]
+    k, ns = len(gs), np.array([len(g) for g in gs], float)
+    N = ns.sum()
+    if k < 2 or N - k < 1:
+        return None
+    grand = np.concatenate(gs).mean()
+    ms_b = float(sum(len(g) * (g.mean() - grand) ** 2 for g in gs)) / (k - 1)
+    ms_w = float(sum(((g - g.mean()) ** 2).sum() for g in gs)) / (N - k)
+    return ms_b, ms_w, (N - (ns ** 2).sum() / N) / (k - 1), k, int(N)
 
 
 def variance_interval(var: float, df: int, level: float = 0.95) -> tuple[float, float]:
@@ -258,17 +266,11 @@ def between_interval(groups, level: float = 0.95) -> tuple[float, float]:
     >>> round(lo, 2), round(hi, 1)
     (1.08, 158.0)
     """
-    gs = [np.asarray(_clean(g)) for g in groups]
-    gs = [g for g in gs if len(g)]
-    k, ns = len(gs), np.array([len(g) for g in gs], float)
-    N = ns.sum()
-    if k < 2 or N - k < 1:
+    ms = _mean_squares(groups)
+    if ms is None:
         return (float("nan"), float("nan"))
-    grand = np.concatenate(gs).mean()
-    ms_b = float(sum(len(g) * (g.mean() - grand) ** 2 for g in gs)) / (k - 1)
-    ms_w = float(sum(((g - g.mean()) ** 2).sum() for g in gs)) / (N - k)
-    n0 = (N - (ns ** 2).sum() / N) / (k - 1)
-    lo, hi = difference_interval(1 / n0, ms_b, k - 1, 1 / n0, ms_w, int(N - k), level)
+    ms_b, ms_w, n0, k, N = ms
+    lo, hi = difference_interval(1 / n0, ms_b, k - 1, 1 / n0, ms_w, N - k, level)
     return (max(0.0, lo), max(0.0, hi))
 
 
