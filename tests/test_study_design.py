@@ -229,7 +229,7 @@ def test_subject_distance_is_the_breadth_first_distance(seed, n, m, k):
     from collections import deque
 
     from kgsim.core.kg import KnowledgeGraph
-    from kgsim.study.results import subject_distance
+    from kgsim.world.splits import subject_distance
     rng = np.random.default_rng(seed)
     s, a = rng.integers(0, n, m), rng.integers(0, n, m)
     kg = KnowledgeGraph(entity_types=[0] * n, relation_domain=[0], relation_range=[0], s=s, r=np.zeros(m, int), a=a,

@@ -8,10 +8,22 @@ from hypothesis import strategies as st
 
 from kgsim.core.config import ConfigError, CorpusConfig, GraphConfig, SplitConfig, load_config
 from kgsim.core.rng import stream
-from kgsim.world.build import build_world
-from kgsim.world.corpus import A, BOS, EOS, PAD, Q, Corpus, Vocabulary, build_corpus, composed_qa_rows, parse_facts
+from kgsim.study.runner import protocol_dict
+from kgsim.world.build import build_world, world_hash
+from kgsim.world.corpus import BOS, EOS, PAD, A, Corpus, Q, Vocabulary, build_corpus, composed_qa_rows, parse_facts
 from kgsim.world.graph import GENERATORS, generate
-from kgsim.world.splits import Splits, assign_qa_subjects, filtered_tests, instruct_pool, make_splits, split_pools
+from kgsim.world.splits import (
+    OW_FACTORIAL_RULE,
+    Splits,
+    assign_qa_subjects,
+    even_counts,
+    filtered_tests,
+    instruct_pool,
+    make_splits,
+    open_world_cells,
+    split_pools,
+    subject_distance,
+)
 
 SYNTHETIC = sorted(g for g in GENERATORS if g not in ("tsv", "entityquestions"))
 
@@ -239,3 +251,75 @@ def test_instruct_pool_holds_no_fine_tuning_dev_or_test_fact(w, known_share):
         hops = [kg.fact_ids(q[:, 0], q[:, 1], q[:, 3]), kg.fact_ids(q[:, 3], q[:, 2], q[:, 4])] if len(q) else []
         held = [sp.ft_known, sp.ft_unknown, sp.dev, *sp.test.values(), *hops]
         assert not pool[np.concatenate([np.asarray(h, np.int64) for h in held])].any()
+
+
+def _evenly_spread(groups: np.ndarray, chosen: np.ndarray, available: np.ndarray) -> bool:
+    """The rule of :func:`even_counts` on the `chosen` facts, grouped by `groups` among the `available`."""
+    keys, have = np.unique(groups[available], return_counts=True)
+    took = np.array([(groups[chosen] == k).sum() for k in keys])
+    return _even(took, have)
+
+
+def _even(took: np.ndarray, have: np.ndarray) -> bool:
+    """No group holds more than one above a group that kept facts back (a group may hold fewer only by
+    having given all it had)."""
+    short = took < have
+    return not short.any() or took.max() <= took[short].min() + 1
+
+
+@settings(max_examples=60)
+@given(w=worlds(), n=st.integers(1, 30))
+def test_factorial_open_world_is_far_along_each_factor_and_even_over_cells(w, n):
+    """Issue 12's factorial Open-World (splits.open_world = "factorial"): the same fine-tuning, dev, ID
+    and Near-ID sets as the typed rule (it is drawn after them); no fine-tuning relation and no subject
+    of a fine-tuning, dev or ID fact (graph distance >= 1 along the neighbourhood factor); its facts
+    spread over the cells of subject type x answer type x distance so that a cell holds fewer than
+    another only when it had no more, and likewise over the relations inside each cell."""
+    gcfg, ccfg, scfg, seed = w
+    scfg = dataclasses.replace(scfg, test_size=n)
+    kg, qa, typed, _ = _world(gcfg, ccfg, scfg, seed)
+    if typed is None:
+        return
+    try:
+        fact = make_splits(kg, qa, dataclasses.replace(scfg, open_world="factorial"), stream(seed, "splits"))
+    except ConfigError:                    # refused only when fewer than n known far facts exist
+        far = split_pools(kg, dataclasses.replace(typed, meta=typed.meta | {"open_world_rule": OW_FACTORIAL_RULE}))
+        assert (far["open-world"] & (kg.exposure >= scfg.known_min_exposure)).sum() < n
+        return
+    fact.check_disjoint()
+    for name in ("ft_known", "ft_unknown", "dev"):
+        assert np.array_equal(getattr(fact, name), getattr(typed, name))
+    assert np.array_equal(fact.test["id"], typed.test["id"]) and np.array_equal(fact.test["near-id"],
+                                                                                  typed.test["near-id"])
+    ow = fact.test["open-world"]
+    assert len(ow) == n and fact.meta["open_world_rule"] == OW_FACTORIAL_RULE
+    assert not np.isin(kg.r[ow], fact.ft_relations).any()
+    tuned = np.concatenate([fact.ft_known, fact.ft_unknown, fact.dev, fact.test["id"]])
+    assert not np.isin(kg.s[ow], kg.s[tuned]).any()
+    dist = subject_distance(kg, kg.s[np.concatenate([fact.ft_known, fact.ft_unknown])])
+    assert (dist[kg.s[ow]] >= 1).all()
+    pool = np.flatnonzero(split_pools(kg, fact)["open-world"] & (kg.exposure >= scfg.known_min_exposure))
+    assert np.isin(ow, pool).all()
+    cells = open_world_cells(kg, np.concatenate([fact.ft_known, fact.ft_unknown]))
+    assert _evenly_spread(cells, ow, pool)
+    for c in np.unique(cells[ow]):
+        assert _evenly_spread(kg.r, ow[cells[ow] == c], pool[cells[pool] == c])
+
+
+def test_even_counts_spreads_as_evenly_as_the_groups_allow():
+    rng = np.random.default_rng(0)
+    for avail, n in (([5, 5, 5], 9), ([1, 10, 10], 12), ([0, 3, 7], 10), ([2, 2], 3), ([4], 4), ([3, 1, 9, 2], 11)):
+        take = even_counts(np.array(avail), n, rng)
+        assert take.sum() == n and (take >= 0).all() and (take <= avail).all()
+        assert _even(take, np.array(avail)), (avail, n, take)
+
+
+def test_the_world_keeps_the_typed_open_world_and_its_hash():
+    """splits.open_world is the study's draw: the world (and so the base model) is the same object for
+    both rules, and a typed config's protocol is the one written before the key existed."""
+    typed = load_config("smoke")
+    fact = load_config("smoke", overrides=['splits.open_world="factorial"'])
+    assert world_hash(typed) == world_hash(fact)
+    assert "open_world" not in protocol_dict(typed)["splits"] and protocol_dict(fact)["splits"]["open_world"] == "factorial"
+    with pytest.raises(ConfigError, match="splits.open_world"):
+        load_config("smoke", overrides=['splits.open_world="far"'])

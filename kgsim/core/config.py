@@ -33,8 +33,9 @@ else:  # pragma: no cover
 import tomli_w
 
 from kgsim.core.io import InputFileError, read_text
+from kgsim.core.keys import hashed_section
 from kgsim.core.known import FT_KNOWN_CATEGORIES, known_categories_problem
-from kgsim.core.names import TEST_FILTERS
+from kgsim.core.names import OPEN_WORLD_RULES, TEST_FILTERS
 from kgsim.core.validate import ConfigError
 from kgsim.core.validate import fail as _fail
 from kgsim.core.validate import finite as _finite
@@ -139,6 +140,8 @@ class SplitConfig:
     n_demo_pool: int = 64              # per relation, facts reserved for few-shot demonstrations
     min_demo_pool: int = 0             # fewer demos: out of FT and tests (0 = n_demo_pool, all must have it)
     ft_relation_names: tuple[str, ...] = ()  # fine-tuning relations by name (() = chosen; synthetic: r0, r1, ...)
+    open_world: str = "typed"          # Open-World draw: "typed" (subject types no FT relation takes, where
+                                       # enough) or "factorial" (balanced cells, kgsim.world.splits)
 
     @property
     def demo_floor(self) -> int:
@@ -161,6 +164,8 @@ class SplitConfig:
                   f"{self.ft_relations}; set both")
         if len(set(names)) != len(names):
             _fail(f"{p}.ft_relation_names", list(names), "names a relation twice")
+        if self.open_world not in OPEN_WORLD_RULES:
+            _fail(f"{p}.open_world", self.open_world, f"must be one of {', '.join(map(repr, OPEN_WORLD_RULES))}")
 
 
 @dataclass(frozen=True)
@@ -417,18 +422,11 @@ class ExperimentConfig:
 
     def section_hash(self, *sections: str) -> str:
         """Hash of the named sections (and the seed): the cache key of an artefact made from them. A
-        key added after caches existed (:data:`NEUTRAL_KEYS`) counts only when set away from the value
-        that changes nothing, so worlds and models cached before it still match."""
-        blob = {"seed": self.seed} | {s: _hashed(s, to_dict(getattr(self, s))) for s in sections}
+        key added after caches existed counts only when set away from the value that changes nothing,
+        and a key only the study's draw reads counts never (:mod:`kgsim.core.keys`), so worlds and
+        models cached before them still match."""
+        blob = {"seed": self.seed} | {s: hashed_section(s, to_dict(getattr(self, s))) for s in sections}
         return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
-
-
-NEUTRAL_KEYS = {("corpus", "two_hop_qa_share"): 0.0,     # (section, key): the value that changes nothing
-                ("corpus", "qa_templates"): 1}
-
-
-def _hashed(section: str, d: dict) -> dict:
-    return {k: v for k, v in d.items() if NEUTRAL_KEYS.get((section, k), object()) != v}
 
 
 LOADED_GENERATORS = {"tsv", "entityquestions"}

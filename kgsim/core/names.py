@@ -67,6 +67,11 @@ TWO_HOP = "2hop"
 TWO_HOP_HOPS = "2hop-hops"
 TWO_HOP_SPLITS = (TWO_HOP, TWO_HOP_HOPS)
 
+# How the Open-World test set is drawn (splits.open_world; kgsim.world.splits.make_splits).
+OW_TYPED = "typed"
+OW_FACTORIAL = "factorial"
+OPEN_WORLD_RULES = (OW_TYPED, OW_FACTORIAL)
+
 # Test-set filters: which Known rule a structural split's test facts pass. A run's own test sets
 # pass the rule of run.known_by; the others are drawn beside them as ``split@filter``.
 SLICK_FILTER = "slick"
@@ -181,7 +186,10 @@ __all__ = [
     "NEAR_ID",
     "NO_STAGE",
     "OPEN_WORLD",
+    "OPEN_WORLD_RULES",
     "OTHER_ERROR",
+    "OW_FACTORIAL",
+    "OW_TYPED",
     "RIGHT_TYPE",
     "SIM_BUCKET_PREFIX",
     "SIM_NEAR_ID",

@@ -109,7 +109,7 @@ def render(res: dict, run_dir: Path) -> Path:
         L += [""]
     L += instruct_lines(res)
     L += variance_section(res)
-    L += (_base_section(res, agg) + gap_tables(res, agg) + similarity_section(res) + factor_section(agg)
+    L += (_base_section(res, agg) + gap_tables(res, agg) + similarity_section(res) + factor_section(agg, res)
           + mechanism_section(res, agg)
           + test_filter_section(res, agg) + error_class_section(agg) + _two_hop_section(agg))
     L += checks_section(res)
@@ -311,19 +311,22 @@ def gap_tables(res: dict, agg: dict) -> list[str]:
     return L
 
 
-def factor_section(agg: dict) -> list[str]:
+def factor_section(agg: dict, res: dict | None = None) -> list[str]:
     """Markdown lines: the zero-shot gap on Near-ID and Open-World facts per level of each factor of
     distance from the fine-tuning data (relation, subject type, answer type; ``ft`` marks a type a
-    fine-tuning relation takes). Empty for a run without them."""
+    fine-tuning relation takes), after the Open-World rule the run's splits record. Empty for a run
+    without them."""
     fg = agg.get("factor_gaps", {})
     if not fg:
         return []
+    rules = sorted({s.get("splits", {}).get("open_world_rule") for s in (res or {}).get("per_seed", [])} - {None})
+    rule = [f"Open-World test facts: {'; '.join(rules)}.", ""] if rules else []
     L = ["## Near-ID and Open-World by factor", "",
          "The zero-shot gap on each split's facts grouped by one factor at a time: the relation, the "
          "subject's type and the answer's type (`ft`: a type some fine-tuning relation takes; `other`: "
          "none does), and the subject's graph distance to the nearest fine-tuning subject (hops over "
          "every fact, either direction). N = facts per seed (mean). A factor with one level does not "
-         "vary in this world.", "",
+         "vary in this world.", "", *rule,
          "| split | factor | level | N | Δ Early Stop | Δ Convergence |", "|---|---|---|---|---|---|"]
     for split in (NEAR_ID, OPEN_WORLD):
         for factor in FACTORS:

@@ -53,6 +53,7 @@ from kgsim.core.names import (
 from kgsim.core.rng import stream
 from kgsim.study.bounds import cut_proportions, cut_to_unit  # noqa: F401  (re-exported)
 from kgsim.study.stats import holm, mde, seeds_needed, tost
+from kgsim.world.splits import distance_level, subject_distance  # noqa: F401  (subject_distance re-exported)
 from proofs.statements import lookup
 
 
@@ -175,36 +176,12 @@ def pull_model(accuracy: dict, k_shots, fit_split: str = ID, splits=(NEAR_ID, OP
 FACTORS = ("relation", "subject type", "answer type", "graph distance")
 
 
-def subject_distance(kg: KnowledgeGraph, sources: np.ndarray) -> np.ndarray:
-    """float [n_entities]: each entity's number of hops to the nearest of `sources` (entity ids) in
-    the undirected entity graph of every fact (inf where unreachable).
-
-    >>> kg = KnowledgeGraph(entity_types=[0] * 5, relation_domain=[0], relation_range=[0], s=[0, 1, 3],
-    ...                     r=[0, 0, 0], a=[1, 2, 4], exposure=[1, 1, 1], popularity=np.full(5, 0.2))
-    >>> subject_distance(kg, np.array([0])).tolist()
-    [0.0, 1.0, 2.0, inf, inf]
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import dijkstra
-
-    n = kg.n_entities
-    adj = coo_matrix((np.ones(kg.n_facts), (kg.s, kg.a)), shape=(n, n)).tocsr()
-    sources = np.unique(np.asarray(sources, np.int64))
-    if not len(sources):
-        return np.full(n, np.inf)
-    return dijkstra(adj, directed=False, indices=sources, unweighted=True, min_only=True)
-
-
-def _distance_level(d: float) -> str:
-    return "unreachable" if not np.isfinite(d) else f"{int(d)} hop{'s' if d != 1 else ''}" if d < 3 else "3+ hops"
-
-
 def factor_gaps(edge_sets: list[EdgeSet], kg: KnowledgeGraph, ft_relations, ft_subjects=None) -> dict:
     """``{stage: {split: {factor: {level: {"n": n, "gap": Δ}}}}}``: the zero-shot gap on Near-ID and
     Open-World test facts grouped by each factor of their distance from the fine-tuning data: the
     relation, the subject's type and the answer's type, each type marked as one a fine-tuning
     relation takes (``ft``) or not (``other``), and, given `ft_subjects` (the fine-tuning facts'
-    subjects), the subject's graph distance to the nearest of them (:func:`subject_distance`: 0 hops,
+    subjects), the subject's graph distance to the nearest of them (:func:`kgsim.world.splits.subject_distance`: 0 hops,
     1, 2, 3+ or unreachable; a Near-ID subject is a fine-tuning or an ID subject). Δ = FT-Known's minus
     FT-Unknown's accuracy on the level's facts (both models answer the same test facts).
 
@@ -229,7 +206,7 @@ def factor_gaps(edge_sets: list[EdgeSet], kg: KnowledgeGraph, ft_relations, ft_s
                   "subject type": np.array([f"t{t} ({'ft' if t in ft_domain else 'other'})" for t in st], dtype=object),
                   "answer type": np.array([f"t{t} ({'ft' if t in ft_range else 'other'})" for t in at], dtype=object)}
         if dist is not None:
-            levels["graph distance"] = np.array([_distance_level(d) for d in dist[kg.s[f]]], dtype=object)
+            levels["graph distance"] = np.array([distance_level(d) for d in dist[kg.s[f]]], dtype=object)
         for factor in levels:
             out[stage][split][factor] = {
                 str(lv): {"n": int(m.sum()), "gap": float(kn.correct[m].mean() - unk.correct[m].mean())}

@@ -26,6 +26,7 @@ import numpy as np
 from kgsim.core.config import ExperimentConfig, from_dict, replace, to_dict, to_toml, tomllib
 from kgsim.core.edges import EdgeSet, TwoHopQueries
 from kgsim.core.io import write_json, write_text
+from kgsim.core.keys import drop_study_defaults
 from kgsim.core.names import (
     COT,
     DIRECT_TWO_HOP,
@@ -61,8 +62,9 @@ class RunDirError(ValueError):
 
 def protocol_dict(cfg: ExperimentConfig) -> dict:
     """The config without what does not change a seed's numbers (which seeds, how many workers, how
-    many fine-tuning replicates, the instruct stage's settings while it is off)."""
-    d = to_dict(cfg)
+    many fine-tuning replicates, the instruct stage's settings while it is off, a
+    :data:`kgsim.core.keys.STUDY_KEYS` key at its first value)."""
+    d = drop_study_defaults(to_dict(cfg))      # a study key at its first value: keys as before it
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers", "ft_replicates")}
     d.pop("seed")
     if not cfg.instruct.enabled:                # off: its settings change nothing (and keys stay as before it)

@@ -30,6 +30,7 @@ from kgsim.core.names import (
     FT_KNOWN,
     FT_MIXED,
     FT_UNKNOWN,
+    OW_TYPED,
     SLICK_FILTER,
     UNFILTERED,
     UNKNOWN,
@@ -262,10 +263,15 @@ def filter_test_sets(cfg: ExperimentConfig, world: World, probe: dict, splits: S
 
 
 def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
-    """The splits the fine-tuning study uses: ground truth (exposure) or measured (SliCK) Known."""
-    if cfg.run.known_by == "exposure":
-        return world.splits
+    """The splits the fine-tuning study uses: ground truth (exposure) or measured (SliCK) Known, with
+    the Open-World test set drawn by ``splits.open_world`` (the world's own splits use the typed rule;
+    under exposure with another rule they are drawn again from the same stream, so every set but
+    Open-World and the 2-hop sample is the world's)."""
     kg = world.kg
+    if cfg.run.known_by == "exposure":
+        if cfg.splits.open_world == OW_TYPED:
+            return world.splits
+        return make_splits(kg, world.qa_subjects, cfg.splits, rngs.stream(cfg.seed, "splits"))
     known, unknown = slick_masks(cfg, world, probe)
     try:
         return make_splits(kg, world.qa_subjects, cfg.splits, rngs.stream(cfg.seed, "splits/measured"),

@@ -96,13 +96,15 @@ def _h(*parts) -> str:
 
 def finetune_key(cfg: ExperimentConfig, which: str, replicate: int = 0) -> str:
     """What a fine-tuned model depends on: the whole protocol except the test-time prompts, the
-    similarity buckets and the test-set filters (measured later), the verdict rules (judged at the end),
-    and the Unknown share except for the mixed set; and its fine-tuning replicate, when not 0."""
+    similarity buckets, the test-set filters and the Open-World rule (measured later), the verdict
+    rules (judged at the end), and the Unknown share except for the mixed set; and its fine-tuning
+    replicate, when not 0."""
     d = protocol_dict(cfg)
     d.pop("prompts")
     d["run"].pop("sim_buckets", None)
     d["run"].pop("test_filters", None)
     d.pop("verdicts", None)
+    d["splits"].pop("open_world", None)        # drawn after the fine-tuning and dev sets: changes no fine-tuning
     if which != "mixed":
         d["finetune"].pop("unknown_share", None)
     return _h(d, cfg.seed, which, *([replicate] if replicate else []))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ from kgsim.core import rng as rngs
 from kgsim.core.config import ExperimentConfig, to_toml
 from kgsim.core.io import InputFileError, atomic_dir, read_json, write_json
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.names import OW_TYPED
 from kgsim.world.corpus import Corpus, build_corpus
 from kgsim.world.graph import generate
 from kgsim.world.loaded import input_fingerprint
@@ -51,7 +52,9 @@ def build_world(cfg: ExperimentConfig, progress=None) -> World:
     kg = generate(cfg.graph, rngs.stream(cfg.seed, "graph"))
     step("splits")
     qa = assign_qa_subjects(kg.n_entities, cfg.corpus.qa_subject_share, rngs.stream(cfg.seed, "qa-subjects"))
-    splits = make_splits(kg, qa, cfg.splits, rngs.stream(cfg.seed, "splits"))
+    # The world's own splits use the typed Open-World rule: splits.open_world is the study's draw
+    # (kgsim.study.stages.ft_splits) and in no world's hash.
+    splits = make_splits(kg, qa, replace(cfg.splits, open_world=OW_TYPED), rngs.stream(cfg.seed, "splits"))
     step("corpus")
     h = world_hash(cfg)
     corpus = build_corpus(kg, qa, cfg.corpus, rngs.stream(cfg.seed, "corpus"), config_hash=h)

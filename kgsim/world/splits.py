@@ -12,8 +12,12 @@ statements. Then :func:`make_splits` draws, over the fine-tuning relations R_ft:
 - ``test["id"]``: held-out known facts of R_ft;
 - ``test["near-id"]``: known facts of *other* relations about the *same* subjects as the
   fine-tuning and ID facts (relation shift, entity overlap: graph distance 0);
-- ``test["open-world"]``: known facts of other relations about *other* subjects, preferring
-  subjects whose type no fine-tuning relation takes (relation, entity and type shift);
+- ``test["open-world"]``: known facts of other relations about *other* subjects; by
+  ``splits.open_world``: ``"typed"`` prefers subjects whose type no fine-tuning relation takes
+  (relation, entity and type shift), ``"factorial"`` draws the facts evenly over the cells of
+  subject type × answer type × the subject's graph distance to the fine-tuning subjects, with the
+  relations even within each cell (:func:`factorial_take`), so each factor's levels are compared on
+  equal footing;
 - ``two_hop``: composed queries (s, r1∘r2) over non-QA subjects whose two hops are both known;
 - ``demos``: per relation, up to ``n_demo_pool`` facts of QA subjects reserved for few-shot
   demonstrations.
@@ -39,9 +43,12 @@ import numpy as np
 
 from kgsim.core.config import ConfigError, SplitConfig
 from kgsim.core.kg import KnowledgeGraph
+from kgsim.core.names import OW_FACTORIAL
 
 TEST_SPLITS = ("id", "near-id", "open-world")
 OW_TYPED_RULE = "other relations, other subjects, subject types no fine-tuning relation takes"
+OW_FACTORIAL_RULE = ("other relations, other subjects, even over subject type x answer type x graph distance, "
+                     "relations even within each cell")
 
 
 @dataclass
@@ -242,13 +249,20 @@ def make_splits(kg: KnowledgeGraph, qa_subjects: np.ndarray, cfg: SplitConfig, r
                  "the graph's fine-tuning subjects need known facts of other relations")
     ft_types = np.unique(kg.relation_domain[ft_rels])
     far = other & ~ft_subjects[kg.s]
-    far_typed = far & ~np.isin(kg.entity_types[kg.s], ft_types)
-    ow_rule = OW_TYPED_RULE
-    if far_typed.sum() < cfg.test_size:
-        far_typed, ow_rule = far, "other relations, other subjects (too few of other types)"
-    open_world = _take(ids[far_typed], cfg.test_size, "splits.test_size",
-                       "known facts of other relations about other subjects (Open-World)", rng,
-                       "the graph needs known facts of other relations about subjects not fine-tuned on")
+    ow_what, ow_hint = ("known facts of other relations about other subjects (Open-World)",
+                        "the graph needs known facts of other relations about subjects not fine-tuned on")
+    if cfg.open_world == OW_FACTORIAL:
+        ow_rule = OW_FACTORIAL_RULE
+        if far.sum() < cfg.test_size:
+            _take(ids[far], cfg.test_size, "splits.test_size", ow_what, rng, ow_hint)      # raises
+        cells = open_world_cells(kg, np.concatenate([ft_known, ft_unknown]))
+        open_world = factorial_take(ids[far], cells[far], kg.r[far], cfg.test_size, rng)
+    else:
+        far_typed = far & ~np.isin(kg.entity_types[kg.s], ft_types)
+        ow_rule = OW_TYPED_RULE
+        if far_typed.sum() < cfg.test_size:
+            far_typed, ow_rule = far, "other relations, other subjects (too few of other types)"
+        open_world = _take(ids[far_typed], cfg.test_size, "splits.test_size", ow_what, rng, ow_hint)
 
     two_hop = kg.two_hop()
     if len(two_hop):
@@ -297,13 +311,103 @@ def filtered_tests(kg: KnowledgeGraph, splits: Splits, filters: dict[str, np.nda
     `size` facts of the split's :func:`split_pools` pool that pass the filter (all of them when fewer),
     sorted; ``rng_for(filter, split)`` gives each draw its own generator."""
     pools = split_pools(kg, splits)
+    cells = (open_world_cells(kg, np.concatenate([splits.ft_known, splits.ft_unknown]))
+             if splits.meta.get("open_world_rule") == OW_FACTORIAL_RULE else None)
     out = {}
     for name, mask in filters.items():
         for split, pool in pools.items():
             ids = np.flatnonzero(pool & mask)
-            out[(split, name)] = ids if len(ids) <= size else np.sort(rng_for(name, split).choice(ids, size,
-                                                                                                  replace=False))
+            if len(ids) <= size:
+                out[(split, name)] = ids
+            elif split == "open-world" and cells is not None:          # the run's own Open-World rule
+                out[(split, name)] = factorial_take(ids, cells[ids], kg.r[ids], size, rng_for(name, split))
+            else:
+                out[(split, name)] = np.sort(rng_for(name, split).choice(ids, size, replace=False))
     return out
+
+
+def subject_distance(kg: KnowledgeGraph, sources: np.ndarray) -> np.ndarray:
+    """float [n_entities]: each entity's number of hops to the nearest of `sources` (entity ids) in
+    the undirected entity graph of every fact (inf where unreachable).
+
+    >>> kg = KnowledgeGraph(entity_types=[0] * 5, relation_domain=[0], relation_range=[0], s=[0, 1, 3],
+    ...                     r=[0, 0, 0], a=[1, 2, 4], exposure=[1, 1, 1], popularity=np.full(5, 0.2))
+    >>> subject_distance(kg, np.array([0])).tolist()
+    [0.0, 1.0, 2.0, inf, inf]
+    """
+    from scipy.sparse import coo_matrix  # scipy: a heavy library, loaded when needed
+    from scipy.sparse.csgraph import dijkstra
+
+    n = kg.n_entities
+    adj = coo_matrix((np.ones(kg.n_facts), (kg.s, kg.a)), shape=(n, n)).tocsr()
+    sources = np.unique(np.asarray(sources, np.int64))
+    if not len(sources):
+        return np.full(n, np.inf)
+    return dijkstra(adj, directed=False, indices=sources, unweighted=True, min_only=True)
+
+
+DISTANCE_LEVELS = ("0 hops", "1 hop", "2 hops", "3+ hops", "unreachable")
+
+
+def distance_level(d: float) -> str:
+    """The graph-distance factor's level of a hop count: one of :data:`DISTANCE_LEVELS`."""
+    return "unreachable" if not np.isfinite(d) else DISTANCE_LEVELS[min(int(d), 3)]
+
+
+def open_world_cells(kg: KnowledgeGraph, ft_facts: np.ndarray) -> np.ndarray:
+    """int64 [n_facts]: each fact's cell of the factorial Open-World draw, a code of (subject type,
+    answer type, graph-distance level of the subject to the subjects of `ft_facts`) — the factors
+    :func:`kgsim.study.results.factor_gaps` reports."""
+    dist = subject_distance(kg, kg.s[np.asarray(ft_facts, np.int64)])
+    level = np.full(kg.n_entities, DISTANCE_LEVELS.index("unreachable"), np.int64)
+    finite = np.isfinite(dist)
+    level[finite] = np.minimum(dist[finite], 3).astype(np.int64)
+    n_types = int(max(kg.entity_types.max(initial=0), kg.relation_range.max(initial=0))) + 1
+    st, at = kg.entity_types[kg.s], kg.relation_range[kg.r]
+    return (st * n_types + at) * len(DISTANCE_LEVELS) + level[kg.s]
+
+
+def even_counts(avail: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """int [k]: `n` items spread over k groups holding `avail` each, as evenly as they allow: every
+    group gets the same share, a group with fewer gets all it has and the rest is shared again; the
+    last units left over go to groups drawn at random. Requires ``n <= avail.sum()``.
+
+    >>> even_counts(np.array([1, 10, 10]), 12, np.random.default_rng(0)).tolist()   # 1 + 11 shared by two
+    [1, 5, 6]
+    """
+    avail = np.asarray(avail, np.int64)
+    take = np.zeros(len(avail), np.int64)
+    left = int(n)
+    while left > 0:
+        room = np.flatnonzero(take < avail)
+        share = left // len(room)
+        if share == 0:                                      # fewer units than open groups: drawn
+            take[rng.choice(room, left, replace=False)] += 1
+            break
+        add = np.minimum(avail[room] - take[room], share)
+        take[room] += add
+        left -= int(add.sum())
+    return take
+
+
+def factorial_take(ids: np.ndarray, cells: np.ndarray, relations: np.ndarray, n: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """`n` of the fact `ids` (sorted), spread evenly over their `cells` (:func:`even_counts`) and,
+    within each cell, evenly over their `relations`; uniformly drawn within a (cell, relation)."""
+    ids, cells, relations = (np.asarray(x, np.int64) for x in (ids, cells, relations))
+    out = []
+    cell_ids = np.unique(cells)
+    per_cell = even_counts(np.array([(cells == c).sum() for c in cell_ids]), n, rng)
+    for c, k in zip(cell_ids, per_cell):
+        if not k:
+            continue
+        in_c = cells == c
+        rels = np.unique(relations[in_c])
+        per_rel = even_counts(np.array([(in_c & (relations == r)).sum() for r in rels]), int(k), rng)
+        for r, m in zip(rels, per_rel):
+            if m:
+                out.append(rng.choice(ids[in_c & (relations == r)], int(m), replace=False))
+    return np.sort(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
 
 def instruct_pool(kg: KnowledgeGraph, splits: Splits) -> np.ndarray:
