@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from kgsim.cli import main
+from kgsim.cli.base import COMMANDS
 from kgsim.core.config import ConfigError, load_config, to_toml
 from kgsim.core.rng import stream
 from kgsim.world.graph import GraphFileError, load_tsv
@@ -14,6 +15,16 @@ def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.mark.parametrize("argv", [[], *[[name] for name in COMMANDS], ["bridge", "run"], ["bridge", "agree"], ["bridge", "pretrain"]])
+def test_every_help_prints(capsys, argv):
+    """``kgsim --help`` and every command's ``--help`` print and exit 0 (a "95% interval" in a help
+    string once made argparse raise TypeError)."""
+    with pytest.raises(SystemExit) as e:
+        main([*argv, "--help"])
+    out, _ = capsys.readouterr()
+    assert e.value.code == 0 and "usage: kgsim" in out
 
 
 def test_config_show_prints_resolved_toml(capsys):

@@ -323,3 +323,26 @@ def test_the_world_keeps_the_typed_open_world_and_its_hash():
     assert "open_world" not in protocol_dict(typed)["splits"] and protocol_dict(fact)["splits"]["open_world"] == "factorial"
     with pytest.raises(ConfigError, match="splits.open_world"):
         load_config("smoke", overrides=['splits.open_world="far"'])
+
+
+@settings(max_examples=40)
+@given(w=worlds(), known_share=st.floats(0.2, 1), size=st.integers(1, 20))
+def test_filtered_open_world_keeps_the_factorial_rule(w, known_share, size):
+    """Under splits.open_world = "factorial" every filter's Open-World set (split@filter) is drawn by the
+    same rule from its filtered pool: evenly over the cells, and over relations inside each."""
+    gcfg, ccfg, scfg, seed = w
+    kg, qa, _, _ = _world(gcfg, ccfg, scfg, seed)
+    try:
+        splits = make_splits(kg, qa, dataclasses.replace(scfg, open_world="factorial"), stream(seed, "splits"))
+    except ConfigError:
+        return
+    rng = np.random.default_rng(seed)
+    filters = {"slick": rng.random(kg.n_facts) < known_share, "unfiltered": np.ones(kg.n_facts, bool)}
+    drawn = filtered_tests(kg, splits, filters, size, lambda f, split: stream(seed, f"filter/{f}/{split}"))
+    cells = open_world_cells(kg, np.concatenate([splits.ft_known, splits.ft_unknown]))
+    for f, mask in filters.items():
+        ow, pool = drawn[("open-world", f)], np.flatnonzero(split_pools(kg, splits)["open-world"] & mask)
+        assert len(ow) == min(size, len(pool)) and np.isin(ow, pool).all()
+        assert _evenly_spread(cells, ow, pool)
+        for c in np.unique(cells[ow]):
+            assert _evenly_spread(kg.r, ow[cells[ow] == c], pool[cells[pool] == c])

@@ -23,8 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kgsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_, add_args, _) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_, description=help_))
+        add_args(sub.add_parser(name, help=_literal(help_), description=help_))
     return parser
+
+
+def _literal(text: str) -> str:
+    """`text` as an argparse help string, which argparse %-formats: "95% interval" must not read as a
+    conversion (``kgsim --help`` raised TypeError on it)."""
+    return text.replace("%", "%%")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,7 +72,7 @@ class _ActionParser(argparse.ArgumentParser):
 
 
 def _action(sub, name: str, help: str, example: str) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+    return sub.add_parser(name, help=help.replace("%", "%%"), description=help, epilog=f"example:\n  {example}",
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
