@@ -9,6 +9,7 @@ Every test here needs a finished smoke run (minutes of CPU): the module is in th
 """
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,9 @@ import numpy as np
 import pytest
 
 from kgsim.cli import main
+from kgsim.core.config import load_config
 from kgsim.core.known import AGREEMENT_LABELS
+from kgsim.study.finish import finish
 
 pytestmark = pytest.mark.slow            # (tests/conftest.py keeps a module's slow tests on one xdist worker)
 
@@ -344,3 +347,19 @@ def test_bad_input_exits_2_and_leaves_results_untouched(smoke_run, capsys, tmp_p
     (stray / "notes.txt").write_text("mine")
     code, err = _err(capsys, "run", "--preset", "smoke", "--out", str(stray))
     assert code == 2 and (stray / "notes.txt").read_text() == "mine" and len(list(stray.iterdir())) == 1
+
+
+def test_an_excluded_seed_is_named_and_changes_no_figure(smoke_run, tmp_path):
+    """finish() given the smoke run's seed 0 and a seed left out under run.unsplittable_seeds =
+    "exclude": the figures are the plain run's, ``seeds`` lists the measured one, ``excluded_seeds``
+    names the other with its reason, and the report says so."""
+    out = tmp_path / "run"
+    shutil.copytree(smoke_run, out)
+    cfg = load_config(None, config_file=out / "config.toml")
+    unit = json.loads((out / "seed-0" / "results.json").read_text())
+    gone = {"seed": 7, "replicate": 0, "excluded": "seed 7: splits.ft_size = 24: only 3 known facts"}
+    finish(cfg, out, [unit, gone])
+    res, plain = json.loads((out / "results.json").read_text()), json.loads((smoke_run / "results.json").read_text())
+    assert res["seeds"] == [0] and res["excluded_seeds"] == [{"seed": 7, "reason": gone["excluded"]}]
+    assert_identical("figures with a seed excluded", res["aggregate"], plain["aggregate"])
+    assert "seed 7 (splits.ft_size = 24: only 3 known facts)" in (out / "report.md").read_text()

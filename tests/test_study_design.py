@@ -127,7 +127,9 @@ def test_test_filters_default_and_off():
 
 
 @pytest.mark.parametrize("key, value", [("corpus.two_hop_qa_share", v) for v in ("-0.1", "1.5", "nan")]
-                         + [("corpus.qa_templates", v) for v in ("0", "-1", "1.5")])
+                         + [("corpus.qa_templates", v) for v in ("0", "-1", "1.5")]
+                         + [("splits.open_world", v) for v in ("far", "1", '"Factorial"')]
+                         + [("run.unsplittable_seeds", v) for v in ("skip", "true")])
 def test_bad_corpus_knob_is_one_line_and_exit_2(capsys, tmp_path, key, value):
     code = main(["run", "--preset", "smoke", "--set", f"{key}={value}", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err

@@ -35,12 +35,13 @@ import tomli_w
 from kgsim.core.io import InputFileError, read_text
 from kgsim.core.keys import hashed_section
 from kgsim.core.known import FT_KNOWN_CATEGORIES, known_categories_problem
-from kgsim.core.names import OPEN_WORLD_RULES, TEST_FILTERS
+from kgsim.core.names import OPEN_WORLD_RULES, TEST_FILTERS, UNSPLITTABLE_SEEDS
 from kgsim.core.validate import ConfigError
 from kgsim.core.validate import fail as _fail
 from kgsim.core.validate import finite as _finite
 from kgsim.core.validate import fraction as _fraction
 from kgsim.core.validate import nonneg as _nonneg
+from kgsim.core.validate import one_of as _one_of
 from kgsim.core.validate import positive as _positive
 
 # --------------------------------------------------------------------------------------------
@@ -164,8 +165,7 @@ class SplitConfig:
                   f"{self.ft_relations}; set both")
         if len(set(names)) != len(names):
             _fail(f"{p}.ft_relation_names", list(names), "names a relation twice")
-        if self.open_world not in OPEN_WORLD_RULES:
-            _fail(f"{p}.open_world", self.open_world, f"must be one of {', '.join(map(repr, OPEN_WORLD_RULES))}")
+        _one_of(f"{p}.open_world", self.open_world, OPEN_WORLD_RULES)
 
 
 @dataclass(frozen=True)
@@ -318,6 +318,8 @@ class RunConfig:
                                                    # Known, shown >= splits.known_min_exposure times, or any
     sim_buckets: int = 3               # similarity-quantile test buckets (high / mid / low similarity)
     ft_eval_facts: int = 200           # facts of each FT set scored at every evaluation (fitting curves)
+    unsplittable_seeds: str = "fail"   # a seed whose base model knows too few facts to fill the splits: "fail"
+                                       # the run, or "exclude" it (named with its reason in results and report)
 
     def validate(self, p: str) -> None:
         if not self.seeds:
@@ -328,8 +330,8 @@ class RunConfig:
             _fail(f"{p}.seeds", list(self.seeds), "seeds must be distinct")
         _positive(f"{p}.workers", self.workers)
         _positive(f"{p}.ft_replicates", self.ft_replicates)
-        if self.known_by not in ("slick", "exposure"):
-            _fail(f"{p}.known_by", self.known_by, "must be 'slick' or 'exposure'")
+        _one_of(f"{p}.known_by", self.known_by, ("slick", "exposure"))
+        _one_of(f"{p}.unsplittable_seeds", self.unsplittable_seeds, UNSPLITTABLE_SEEDS)
         for i, f in enumerate(self.test_filters):
             if f not in TEST_FILTERS:
                 _fail(f"{p}.test_filters[{i}]", f, f"must be one of {list(TEST_FILTERS)}")

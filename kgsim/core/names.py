@@ -72,6 +72,9 @@ OW_TYPED = "typed"
 OW_FACTORIAL = "factorial"
 OPEN_WORLD_RULES = (OW_TYPED, OW_FACTORIAL)
 
+# What a run does with a seed whose base model knows too few facts for the splits (run.unsplittable_seeds).
+UNSPLITTABLE_SEEDS = ("fail", "exclude")
+
 # Test-set filters: which Known rule a structural split's test facts pass. A run's own test sets
 # pass the rule of run.known_by; the others are drawn beside them as ``split@filter``.
 SLICK_FILTER = "slick"
@@ -206,6 +209,7 @@ __all__ = [
     "TWO_HOP_SPLITS",
     "UNFILTERED",
     "UNKNOWN",
+    "UNSPLITTABLE_SEEDS",
     "WEAKLY_KNOWN",
     "ZERO_SHOT",
     "filtered_split",

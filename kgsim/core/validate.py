@@ -14,7 +14,7 @@ from __future__ import annotations
 import typing
 from typing import Any
 
-__all__ = ["ConfigError", "fail", "finite", "positive", "nonneg", "fraction"]
+__all__ = ["ConfigError", "fail", "finite", "positive", "nonneg", "fraction", "one_of"]
 
 
 class ConfigError(ValueError):
@@ -49,3 +49,9 @@ def fraction(key: str, v: float, open_low: bool = False, open_high: bool = False
     if not (lo_ok and hi_ok):
         lo, hi = "(" if open_low else "[", ")" if open_high else "]"
         fail(key, v, f"must lie in {lo}0, 1{hi}")
+
+
+def one_of(key: str, v: Any, options: tuple) -> None:
+    if v not in options:
+        fail(key, v, "must be " + (" or ".join(map(repr, options)) if len(options) == 2 else
+                                   f"one of {', '.join(map(repr, options))}"))

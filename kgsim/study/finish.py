@@ -24,6 +24,7 @@ from kgsim.study.results import (
     verdict_rules,
 )
 from kgsim.study.runner import check_seed, two_hop_summary
+from kgsim.study.stages import TooLittleKnown
 
 __all__ = ["finish", "one_seed_bootstrap", "seed_edges", "check_run_dir"]
 
@@ -42,8 +43,14 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     `per_seed` holds every (seed, replicate) unit: ``per_seed`` in the results is each seed's
     replicate mean (:func:`kgsim.study.nested.replicate_means`), on which every interval and verdict
     rests, ``per_unit`` every unit; ``variance_components`` splits each primary
-    contrast's spread (:func:`kgsim.study.nested.variance_table`).
+    contrast's spread (:func:`kgsim.study.nested.variance_table`). Seeds left out under
+    ``run.unsplittable_seeds = "exclude"`` (their base model knows too few facts for the splits) are
+    in ``excluded_seeds`` with their reason and in no figure; ``seeds`` lists those measured.
     """
+    excluded = sorted({u["seed"]: u["excluded"] for u in per_seed if "excluded" in u}.items())
+    per_seed = [u for u in per_seed if "excluded" not in u]
+    if not per_seed:
+        raise TooLittleKnown(f"every seed was excluded (run.unsplittable_seeds = 'exclude'): {excluded[0][1]}")
     seeds = replicate_means(per_seed)                     # the nested design: one entry per seed
     one_seed = len({u["seed"] for u in per_seed}) == 1
     units_boot = unit_bootstraps(out, per_seed, N_BOOT_ONE_SEED) if one_seed else None   # once, for both uses
@@ -51,10 +58,13 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     rules = verdict_rules(cfg.verdicts)
     sims = per_seed[0]["sim_buckets"]
     agg, obs = summarise(seeds, cfg.prompts.k_shots, sims, boot, rules)
-    res = {"config": to_dict(cfg), "seeds": list(cfg.run.seeds), "environment": {**environment(), **kernel_record()},
+    res = {"config": to_dict(cfg), "seeds": [s["seed"] for s in seeds],
+           "environment": {**environment(), **kernel_record()},
            "sim_buckets": sims, "per_seed": seeds, "aggregate": agg, "observations": obs, "wall_time_s": wall_s}
     if len(seeds) < len(per_seed):
         res["per_unit"] = per_seed
+    if excluded:
+        res["excluded_seeds"] = [{"seed": sd, "reason": why} for sd, why in excluded]
     res["variance_components"] = variance_table(out, per_seed, rules["primary"], cfg.prompts.k_shots, sims,
                                                 rules["target_effect"], boots=units_boot)
     write_json(out / "results.json", res)

@@ -40,6 +40,7 @@ from kgsim.core.names import (
 from kgsim.study.measure import measure_seed
 from kgsim.study.results import check_verdicts, error_class_counts, factor_gaps, seed_figures
 from kgsim.study.stages import (
+    TooLittleKnown,
     base_stage,
     filter_test_sets,
     finetune_stage,
@@ -62,10 +63,11 @@ class RunDirError(ValueError):
 
 def protocol_dict(cfg: ExperimentConfig) -> dict:
     """The config without what does not change a seed's numbers (which seeds, how many workers, how
-    many fine-tuning replicates, the instruct stage's settings while it is off, a
+    many fine-tuning replicates, whether an unsplittable seed fails the run or is left out, the instruct
+    stage's settings while it is off, a
     :data:`kgsim.core.keys.STUDY_KEYS` key at its first value)."""
     d = drop_study_defaults(to_dict(cfg))      # a study key at its first value: keys as before it
-    d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers", "ft_replicates")}
+    d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers", "ft_replicates", "unsplittable_seeds")}
     d.pop("seed")
     if not cfg.instruct.enabled:                # off: its settings change nothing (and keys stay as before it)
         d.pop("instruct")
@@ -144,7 +146,12 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     if base is not pre:
         timing["instruct_s"] = base.result.wall_time_s
     probe = probe_stage(cfg, world, base, progress)
-    splits = ft_splits(cfg, world, probe)
+    try:
+        splits = ft_splits(cfg, world, probe)
+    except TooLittleKnown as e:
+        if cfg.run.unsplittable_seeds != "exclude":
+            raise
+        return excluded_unit(out, seed, replicate, str(e))
     ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress, replicate=replicate)
           for m, which in ft_models(cfg)}
     paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in STAGES}
@@ -171,6 +178,15 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
            "timing": timing | {"seed_total_s": time.perf_counter() - t0}}
     write_json(done, res)
     return res
+
+
+def excluded_unit(out: Path, seed: int, replicate: int, reason: str) -> dict:
+    """The record of a (seed, replicate) left out under ``run.unsplittable_seeds = "exclude"``: its base
+    model knows too few facts to fill the splits (`reason`), so nothing after the probe runs; written
+    to ``out/excluded.json`` for the reader (the decision is remade from the cached probe on a rerun)."""
+    rec = {"seed": seed, "replicate": replicate, "excluded": reason}
+    write_json(out / "excluded.json", rec)
+    return rec
 
 
 def _instruct_summary(tuned) -> dict:

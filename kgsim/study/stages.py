@@ -262,6 +262,10 @@ def filter_test_sets(cfg: ExperimentConfig, world: World, probe: dict, splits: S
     return {filtered_split(split, f): ids for (split, f), ids in drawn.items()}
 
 
+class TooLittleKnown(ConfigError):
+    """The base model of a seed knows (by SliCK) too few facts to fill the splits."""
+
+
 def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
     """The splits the fine-tuning study uses: ground truth (exposure) or measured (SliCK) Known, with
     the Open-World test set drawn by ``splits.open_world`` (the world's own splits use the typed rule;
@@ -277,8 +281,9 @@ def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
         return make_splits(kg, world.qa_subjects, cfg.splits, rngs.stream(cfg.seed, "splits/measured"),
                            known=known, unknown=unknown)
     except ConfigError as e:
-        raise ConfigError(f"{e} (Known measured by SliCK on the base model: it knows too little; pretrain "
-                          "longer, shrink the splits, or set run.known_by = 'exposure')") from None
+        raise TooLittleKnown(f"seed {cfg.seed}: {e} (Known measured by SliCK on the base model: it knows too "
+                             "little; pretrain longer, shrink the splits, set run.known_by = 'exposure', or "
+                             "run.unsplittable_seeds = 'exclude' to leave such seeds out)") from None
 
 
 # --------------------------------------------------------------------------------------------
