@@ -465,7 +465,7 @@ def test_config_that_misfits_the_trained_model_is_one_line_and_no_run_folder(cap
     code = main(["run", "--preset", "smoke", "--set", "run.known_by=slick", "--out", "runs/x"])
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]
-    assert code == 2 and last.startswith("kgsim: error: seed 0: ") and "ConfigError: splits." in last, err
+    assert code == 2 and last.startswith("kgsim: error: seed 0: ") and "TooLittleKnown: splits." in last, err
     assert "Traceback" not in err and not (cwd / "runs" / "x").exists()
     assert list((cwd / "runs" / ".kgsim-cache").glob("base-*/train/*.safetensors"))
     code = main(["run", "--preset", "smoke", "--out", "runs/x"])

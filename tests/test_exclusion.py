@@ -18,14 +18,14 @@ UNTRAINED = ['run.known_by="slick"', "pretrain.steps=2", "pretrain.eval_every=1"
 def test_an_unsplittable_seed_fails_or_is_excluded(tmp_path):
     cache = tmp_path / "cache"
     failing = load_config("smoke", overrides=UNTRAINED)
-    with pytest.raises(TooLittleKnown, match=r"seed 0: splits\.\w+ = \d+: .*run.unsplittable_seeds = 'exclude'"):
+    with pytest.raises(TooLittleKnown, match=r"^splits\.\w+ = \d+: .*run.unsplittable_seeds = 'exclude'"):
         run_seed(failing, 0, tmp_path / "fail", cache)
     assert not (tmp_path / "fail" / "seed-0" / "results.json").exists()
     assert issubclass(TooLittleKnown, ConfigError)                   # the CLI's one line and exit 2
 
     excluding = load_config("smoke", overrides=[*UNTRAINED, 'run.unsplittable_seeds="exclude"'])
     rec = run_seed(excluding, 0, tmp_path / "excl", cache)           # the cached world and base model
-    assert rec["seed"] == 0 and rec["excluded"].startswith("seed 0: splits.")
+    assert rec["seed"] == 0 and rec["excluded"].startswith("splits.")
     assert json.loads((tmp_path / "excl" / "seed-0" / "excluded.json").read_text()) == rec
     assert not any((tmp_path / "excl" / "seed-0").glob("ft-*"))       # nothing after the probe ran
     assert protocol_dict(excluding) == protocol_dict(failing)        # no seed's key depends on the choice

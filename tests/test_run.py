@@ -357,7 +357,7 @@ def test_an_excluded_seed_is_named_and_changes_no_figure(smoke_run, tmp_path):
     shutil.copytree(smoke_run, out)
     cfg = load_config(None, config_file=out / "config.toml")
     unit = json.loads((out / "seed-0" / "results.json").read_text())
-    gone = {"seed": 7, "replicate": 0, "excluded": "seed 7: splits.ft_size = 24: only 3 known facts"}
+    gone = {"seed": 7, "replicate": 0, "excluded": "splits.ft_size = 24: only 3 known facts (after fine-tuning)"}
     finish(cfg, out, [unit, gone])
     res, plain = json.loads((out / "results.json").read_text()), json.loads((smoke_run / "results.json").read_text())
     assert res["seeds"] == [0] and res["excluded_seeds"] == [{"seed": 7, "reason": gone["excluded"]}]

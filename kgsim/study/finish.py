@@ -50,7 +50,8 @@ def finish(cfg: ExperimentConfig, out: Path, per_seed: list[dict], wall_s: float
     excluded = sorted({u["seed"]: u["excluded"] for u in per_seed if "excluded" in u}.items())
     per_seed = [u for u in per_seed if "excluded" not in u]
     if not per_seed:
-        raise TooLittleKnown(f"every seed was excluded (run.unsplittable_seeds = 'exclude'): {excluded[0][1]}")
+        raise TooLittleKnown(f"every seed was excluded (run.unsplittable_seeds = 'exclude'); seed {excluded[0][0]}: "
+                             f"{excluded[0][1]}")
     seeds = replicate_means(per_seed)                     # the nested design: one entry per seed
     one_seed = len({u["seed"] for u in per_seed}) == 1
     units_boot = unit_bootstraps(out, per_seed, N_BOOT_ONE_SEED) if one_seed else None   # once, for both uses

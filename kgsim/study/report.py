@@ -76,7 +76,7 @@ def render(res: dict, run_dir: Path) -> Path:
     if excl := res.get("excluded_seeds"):
         L += [f"Left out (`run.unsplittable_seeds = \"exclude\"`, decided from the base model's probe before any "
               f"fine-tuning): {len(excl)} seed(s) whose base model knows too few facts to fill the splits: "
-              + "; ".join(f"seed {e['seed']} ({e['reason'].split(': ', 1)[-1].split(' (')[0]})" for e in excl) + ".", ""]
+              + "; ".join(f"seed {e['seed']} ({e['reason'].split(' (')[0]})" for e in excl) + ".", ""]
     boot = any(v.get("method") for parts in res["observations"].values() for v in parts.values())
     reps = res["per_seed"][0].get("replicates", 1) if len(res["per_seed"]) == 1 else 1
     if boot and reps > 1:

@@ -281,7 +281,7 @@ def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
         return make_splits(kg, world.qa_subjects, cfg.splits, rngs.stream(cfg.seed, "splits/measured"),
                            known=known, unknown=unknown)
     except ConfigError as e:
-        raise TooLittleKnown(f"seed {cfg.seed}: {e} (Known measured by SliCK on the base model: it knows too "
+        raise TooLittleKnown(f"{e} (Known measured by SliCK on the base model: it knows too "
                              "little; pretrain longer, shrink the splits, set run.known_by = 'exposure', or "
                              "run.unsplittable_seeds = 'exclude' to leave such seeds out)") from None
 
