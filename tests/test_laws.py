@@ -3,10 +3,11 @@ written from a synthetic sweep folder whose laws are known."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kgsim.core.config import load_config, replace, to_dict
-from kgsim.study.laws import fit_line, fit_through_origin, law_tables, one_slope_test, write_laws
+from kgsim.study.laws import fit_line, fit_through_origin, law_fitting, law_tables, one_slope_test, write_laws
 
 SPLITS = ("id", "near-id", "open-world")
 
@@ -116,3 +117,17 @@ def test_laws_say_where_the_data_reject_them(tmp_path):
 def test_laws_of_a_missing_folder_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="no sweep.json or results.json"):
         law_tables([tmp_path])
+
+
+def test_law3_slope_is_the_estimate_its_interval_belongs_to():
+    """Law 3 over several curves: the slope is the mean of the curves' own slopes and lies inside its
+    interval, even where the pooled OLS slope (curves over different x ranges) does not."""
+    rows = []
+    for c, (lo, hi, top) in enumerate([(0.0, 0.25, 0.9), (0.0, 0.5, 0.8), (0.0, 0.75, 0.7), (0.0, 1.0, 0.6)]):
+        x = np.linspace(lo, hi, 8)
+        rows += [{"stratum": "–", "model": "ft-mixed", "curve": c, "unknown_fitted": xi,
+                  "id_acc": top - 0.9 * xi + 0.01 * ((i % 3) - 1)} for i, xi in enumerate(x)]
+    fit = law_fitting(pd.DataFrame(rows))[0]
+    assert fit["slope_lo"] <= fit["slope"] <= fit["slope_hi"]
+    assert fit["slope"] == pytest.approx(-0.9, abs=0.02)
+    assert not fit["slope_lo"] <= fit["pooled_slope"] <= fit["slope_hi"]

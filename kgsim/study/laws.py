@@ -21,8 +21,10 @@ out, held-out residuals) and a figure (the points, the fit, its 95% band):
 Intervals are Student t on ordinary least squares; points that share a seed share a base model, so
 the law-1 and law-2 intervals treat them as independent when they are not, and law 3's slope
 interval is taken over training curves (one curve: the OLS interval, flagged: points along one
-curve are not independent). Held-out residuals leave out one seed (law 1, 2) or one curve (law 3) at
-a time when there are three or more, else one point.
+curve are not independent); with several curves the slope is the mean of the curves' own slopes, the
+estimate that interval belongs to (the OLS slope of all points pooled, kept as ``pooled_slope``, mixes
+curves whose x ranges differ, e.g. ft-mixed's over ρ). Held-out residuals leave out one seed (law 1, 2) or
+one curve (law 3) at a time when there are three or more, else one point.
 """
 from __future__ import annotations
 
@@ -335,10 +337,11 @@ def law_fitting(curves: pd.DataFrame) -> list[dict]:
         slopes = [fit_line(c.unknown_fitted, c.id_acc).get("slope", math.nan) for _, c in g.groupby("curve")]
         slopes = [s for s in slopes if math.isfinite(s)]
         row = {"law": "3", "stratum": stratum, "model": model, "n_curves": int(g.curve.nunique())} | fit
-        if len(slopes) >= 2:
+        if len(slopes) >= 2:                  # the slope along training: each curve's, their mean and its t interval
             m, sd = float(np.mean(slopes)), float(np.std(slopes, ddof=1))
+            row["pooled_slope"], row["slope"] = row.get("slope"), m
             row["slope_lo"], row["slope_hi"] = _ci(m, sd / math.sqrt(len(slopes)), len(slopes) - 1)
-            row["slope_interval"] = f"over {len(slopes)} curves"
+            row["slope_interval"] = f"mean of {len(slopes)} curves' slopes"
         else:
             row["slope_interval"] = "OLS on one curve (too narrow: points along a curve are not independent)"
         row["verdict"] = ("not enough data" if "slope" not in fit else

@@ -67,7 +67,8 @@ def protocol_dict(cfg: ExperimentConfig) -> dict:
     stage's settings while it is off, a
     :data:`kgsim.core.keys.STUDY_KEYS` key at its first value)."""
     d = drop_study_defaults(to_dict(cfg))      # a study key at its first value: keys as before it
-    d["run"] = {k: v for k, v in d["run"].items() if k not in ("seeds", "workers", "ft_replicates", "unsplittable_seeds")}
+    dropped = ("seeds", "workers", "ft_replicates", "unsplittable_seeds")
+    d["run"] = {k: v for k, v in d["run"].items() if k not in dropped}
     d.pop("seed")
     if not cfg.instruct.enabled:                # off: its settings change nothing (and keys stay as before it)
         d.pop("instruct")
