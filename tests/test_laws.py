@@ -104,7 +104,7 @@ def test_laws_from_a_linear_sweep(tmp_path):
     md = write_laws(tmp_path)
     text = md.read_text()
     assert "## 2. Prompt recovery" in text and "- nowhere" in text
-    for fig in ("law1_rho.png", "law1_dose.png", "law2_recovery.png", "law3_fitting.png"):
+    for fig in ("law1_rho.png", "law1_dose.png", "law1_residuals.png", "law2_recovery.png", "law3_fitting.png"):
         assert (tmp_path / "laws" / fig).stat().st_size > 1000
     assert json.loads((tmp_path / "laws" / "laws.json").read_text())["law2"][0]["k"] == 2
 

@@ -128,7 +128,7 @@ def fit_line(x, y, groups=None) -> dict:
         out |= {"quad": float(bq[2]), "quad_p": _p(bq[2], math.sqrt(covq[2, 2]), dofq)}
     res, how = _held_out(x, y, groups, design)
     out |= {"rmse": math.sqrt(s2) if dof > 0 else math.nan, "held_out_rmse": _rms(res), "held_out": how,
-            "_beta": beta.tolist(), "_cov": cov.tolist(), "_s2": s2}
+            "_beta": beta.tolist(), "_cov": cov.tolist(), "_s2": s2, "_x": x.tolist(), "_res": res.tolist()}
     return out
 
 
@@ -436,6 +436,10 @@ def figures(t: dict, out: Path) -> list[str]:
         fig.savefig(out / fname, dpi=110)
         plt.close(fig)
         made.append(fname)
+    if pts is not None and not pts.empty and (f := _residual_figure(plt, t["law1"])) is not None:
+        f.savefig(out / "law1_residuals.png", dpi=110)
+        plt.close(f)
+        made.append("law1_residuals.png")
     if t["law2"]:
         fig, axes = plt.subplots(1, len(t["law2"]), figsize=(4 * len(t["law2"]), 3.8), squeeze=False)
         for ax, f in zip(axes[0], t["law2"]):
@@ -475,6 +479,30 @@ def figures(t: dict, out: Path) -> list[str]:
         plt.close(fig)
         made.append("law3_fitting.png")
     return made
+
+
+def _residual_figure(plt, fits: list[dict]):
+    """Law 1's held-out residuals (each point predicted by the fit without its seed) against ρ, ID split:
+    accuracy and the gap at ES and Con., a colour per stratum; None without fits to show."""
+    fits = [f for f in fits if f["split"] == "id" and f["x"] == "unknown_share" and "_res" in f]
+    if not fits:
+        return None
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6), squeeze=False, sharex=True)
+    strata = list(dict.fromkeys(f["stratum"] for f in fits))
+    for j, stage in enumerate((ES, CON)):
+        for i, y in enumerate(("accuracy", "gap_rho")):
+            ax = axes[i, j]
+            for f in (f for f in fits if f["stage"] == stage and f["y"] == y):
+                ax.scatter(f["_x"], np.asarray(f["_res"]) * 100, s=12, color=f"C{strata.index(f['stratum'])}",
+                           label=f["stratum"] if len(strata) > 1 else None)
+            ax.axhline(0, color="gray", lw=0.8)
+            ax.set_title(f"{stage}: {'ID accuracy' if y == 'accuracy' else 'gap Δ(ρ)'}, held-out residuals", fontsize=9)
+            ax.set_ylabel("points")
+            ax.set_xlabel("ρ (Unknown share)")
+    if len(strata) > 1:
+        axes[0, 0].legend(fontsize=6)
+    fig.tight_layout()
+    return fig
 
 
 def _law1_panel(ax, fits: list[dict], pts: pd.DataFrame, stage: str, y: str, xname: str) -> None:
