@@ -18,6 +18,8 @@ from kgsim.cli import main
 from kgsim.core.config import ConfigError, load_config, to_dict
 from kgsim.core.known import AGREEMENT_LABELS, FT_KNOWN_CATEGORIES, known_rule, rule_agreement
 from kgsim.core.names import HIGHLY_KNOWN, MAYBE_KNOWN, WEAKLY_KNOWN
+from kgsim.study.report import _contrast_lines
+from kgsim.study.results import factor_contrasts
 from kgsim.study.stages import known_rules, slick_masks
 
 # A rule's class per fact: 0 Known, 1 Unknown, 2 neither.
@@ -251,3 +253,21 @@ def test_subject_distance_is_the_breadth_first_distance(seed, n, m, k):
                 want[y] = want[x] + 1
                 queue.append(y)
     assert np.array_equal(subject_distance(kg, sources), want)
+
+
+def test_factor_contrasts_pair_levels_within_seed_and_reach_the_report():
+    """Near minus far per factor, paired within seed: type factors pool the ft levels against the other
+    levels by their facts; graph distance takes the nearest and farthest levels two seeds share."""
+    def seed(near, far, hops1, hops3):
+        return {"factor_gaps": {"es": {"open-world": {
+            "subject type": {"t0 (ft)": {"n": 10, "gap": near}, "t2 (ft)": {"n": 10, "gap": near + 0.2},
+                             "t1 (other)": {"n": 20, "gap": far}},
+            "answer type": {"t0 (ft)": {"n": 40, "gap": 0.5}},
+            "graph distance": {"1 hop": {"n": 30, "gap": hops1}, "3+ hops": {"n": 10, "gap": hops3}}}}}}
+    fc = factor_contrasts([seed(0.4, 0.1, 0.5, 0.2), seed(0.6, 0.2, 0.4, 0.4)])["es"]["open-world"]
+    assert fc["subject type"]["values"] == pytest.approx([0.4, 0.5])       # (0.4 + 0.6) / 2 - 0.1, ...
+    assert fc["subject type"]["near"] == "t0 (ft), t2 (ft)" and fc["subject type"]["far"] == "t1 (other)"
+    assert fc["graph distance"]["values"] == pytest.approx([0.3, 0.0]) and fc["graph distance"]["far"] == "3+ hops"
+    assert "answer type" not in fc                                          # one side only: no contrast
+    lines = "\n".join(_contrast_lines({"es": {"open-world": fc}}))
+    assert "| open-world | subject type | t0 (ft), t2 (ft) − t1 (other) | 2 | 45.0 [" in lines

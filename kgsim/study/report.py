@@ -36,7 +36,7 @@ from kgsim.core.names import (
     split_filter,
 )
 from kgsim.study.figures import _get, _row_name, error_class_rows, figures
-from kgsim.study.results import FACTORS, cut_to_unit, interval, summarise_observation
+from kgsim.study.results import FACTORS, cut_to_unit, factor_contrasts, interval, summarise_observation
 
 
 def _f(iv: dict | None, pct: bool = True) -> str:
@@ -339,6 +339,22 @@ def factor_section(agg: dict, res: dict | None = None) -> list[str]:
                 n = _get(fg, CON, split, factor, lv, "n") or _get(fg, ES, split, factor, lv, "n")
                 L.append(f"| {split} | {factor} | {lv} | {n['mean']:.0f} | "
                          f"{_f(_get(fg, ES, split, factor, lv, 'gap'))} | {_f(_get(fg, CON, split, factor, lv, 'gap'))} |")
+    return L + [""] + _contrast_lines(factor_contrasts((res or {}).get("per_seed", [])))
+
+
+def _contrast_lines(fc: dict) -> list[str]:
+    """The near-minus-far gap per factor (:func:`kgsim.study.results.factor_contrasts`), paired within seed."""
+    rows = [(split, factor) for split in (NEAR_ID, OPEN_WORLD) for factor in FACTORS
+            if _get(fc, ES, split, factor) or _get(fc, CON, split, factor)]
+    if not rows:
+        return []
+    L = ["Near minus far, paired within seed: the gap on the facts nearest the fine-tuning data minus the "
+         "gap on the farthest, per factor (O2 predicts > 0); mean [95% t over the seeds that have both].", "",
+         "| split | factor | near − far | seeds | Δ Early Stop | Δ Convergence |", "|---|---|---|---|---|---|"]
+    for split, factor in rows:
+        c = _get(fc, CON, split, factor) or _get(fc, ES, split, factor)
+        L.append(f"| {split} | {factor} | {c['near']} − {c['far']} | {c['n']} | {_f(_get(fc, ES, split, factor))} | "
+                 f"{_f(_get(fc, CON, split, factor))} |")
     return L + [""]
 
 

@@ -53,7 +53,7 @@ from kgsim.core.names import (
 from kgsim.core.rng import stream
 from kgsim.study.bounds import cut_proportions, cut_to_unit  # noqa: F401  (re-exported)
 from kgsim.study.stats import holm, mde, seeds_needed, tost
-from kgsim.world.splits import distance_level, subject_distance  # noqa: F401  (subject_distance re-exported)
+from kgsim.world.splits import DISTANCE_LEVELS, distance_level, subject_distance  # noqa: F401  (re-export)
 from proofs.statements import lookup
 
 
@@ -212,6 +212,49 @@ def factor_gaps(edge_sets: list[EdgeSet], kg: KnowledgeGraph, ft_relations, ft_s
                 str(lv): {"n": int(m.sum()), "gap": float(kn.correct[m].mean() - unk.correct[m].mean())}
                 for lv in sorted(set(levels[factor].tolist())) for m in [levels[factor] == lv]}
     return _plain(out)
+
+
+def factor_contrasts(per_seed: list[dict]) -> dict:
+    """``{stage: {split: {factor: interval}}}``: per seed, the zero-shot gap on the facts nearest the
+    fine-tuning data minus the gap on the farthest (:func:`factor_gaps`' levels; each group's gap
+    weighted by its facts), with its Student-t interval over the seeds that have both (``near`` and
+    ``far`` name them). Near / far: for a type factor the ``ft`` levels / the ``other`` levels; for
+    graph distance the fewest / the most hops that every such seed has. Paired within seed, so the
+    world's own spread cancels. Factors with no such pair are left out.
+
+    >>> fg = lambda near, far: {"con": {"open-world": {"subject type": {
+    ...     "t0 (ft)": {"n": 10, "gap": near}, "t1 (other)": {"n": 30, "gap": far}}}}}
+    >>> c = factor_contrasts([{"factor_gaps": fg(.5, .3)}, {"factor_gaps": fg(.6, .3)}])
+    >>> c["con"]["open-world"]["subject type"]["values"], c["con"]["open-world"]["subject type"]["far"]
+    ([0.2, 0.3], 't1 (other)')
+    """
+    out: dict = {}
+    keys = {(st, sp, f) for s in per_seed for st, by in s.get("factor_gaps", {}).items()
+            for sp, fs in by.items() for f in fs if f in ("subject type", "answer type", "graph distance")}
+    for stage, split, factor in sorted(keys):
+        levels = [s["factor_gaps"].get(stage, {}).get(split, {}).get(factor, {}) for s in per_seed]
+        if factor == "graph distance":
+            common = [lv for lv in DISTANCE_LEVELS if sum(lv in d for d in levels) >= 2]
+            near_far = ([common[0]], [common[-1]]) if len(common) >= 2 else None
+        else:
+            names = {lv for d in levels for lv in d}
+            near_far = ([lv for lv in sorted(names) if lv.endswith("(ft)")],
+                        [lv for lv in sorted(names) if lv.endswith("(other)")])
+        if not near_far or not all(near_far):
+            continue
+        values = [_pooled(d, near_far[0]) - _pooled(d, near_far[1]) for d in levels]
+        values = [v for v in values if not math.isnan(v)]
+        if len(values) >= 2:
+            out.setdefault(stage, {}).setdefault(split, {})[factor] = interval(values) | {
+                "near": ", ".join(near_far[0]), "far": ", ".join(near_far[1])}
+    return out
+
+
+def _pooled(levels: dict, names: list[str]) -> float:
+    """The gap over the facts of the named levels (NaN when none is there)."""
+    have = [levels[n] for n in names if n in levels and levels[n]["n"]]
+    n = sum(h["n"] for h in have)
+    return sum(h["gap"] * h["n"] for h in have) / n if n else float("nan")
 
 
 def _plain(d):
