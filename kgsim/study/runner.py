@@ -40,15 +40,14 @@ from kgsim.core.names import (
 from kgsim.study.measure import measure_seed
 from kgsim.study.results import check_verdicts, error_class_counts, factor_gaps, seed_figures
 from kgsim.study.stages import (
-    TooLittleKnown,
     base_stage,
     filter_test_sets,
     finetune_stage,
     ft_models,
     ft_sets,
-    ft_splits,
     known_rules,
     probe_stage,
+    splits_or_exclusion,
     world_stage,
 )
 from proofs.run import TwoHopEvidence, check_run
@@ -147,12 +146,9 @@ def run_seed(cfg: ExperimentConfig, seed: int, run_dir: Path, cache: Path, progr
     if base is not pre:
         timing["instruct_s"] = base.result.wall_time_s
     probe = probe_stage(cfg, world, base, progress)
-    try:
-        splits = ft_splits(cfg, world, probe)
-    except TooLittleKnown as e:
-        if cfg.run.unsplittable_seeds != "exclude":
-            raise
-        return excluded_unit(out, seed, replicate, str(e))
+    splits, excluded = splits_or_exclusion(cfg, world, probe)
+    if excluded:
+        return excluded_unit(out, seed, replicate, excluded)
     ft = {m: finetune_stage(cfg, world, base, splits, which, out, progress, replicate=replicate)
           for m, which in ft_models(cfg)}
     paths = {(m, st): ft[m][f"{st}_path"] for m in ft for st in STAGES}

@@ -266,6 +266,17 @@ class TooLittleKnown(ConfigError):
     """The base model of a seed knows (by SliCK) too few facts to fill the splits."""
 
 
+def splits_or_exclusion(cfg: ExperimentConfig, world: World, probe: dict) -> tuple[Splits | None, str | None]:
+    """(:func:`ft_splits`, None), or (None, the reason) for a seed left out under
+    ``run.unsplittable_seeds = "exclude"``; under "fail" TooLittleKnown propagates."""
+    try:
+        return ft_splits(cfg, world, probe), None
+    except TooLittleKnown as e:
+        if cfg.run.unsplittable_seeds != "exclude":
+            raise
+        return None, str(e)
+
+
 def ft_splits(cfg: ExperimentConfig, world: World, probe: dict) -> Splits:
     """The splits the fine-tuning study uses: ground truth (exposure) or measured (SliCK) Known, with
     the Open-World test set drawn by ``splits.open_world`` (the world's own splits use the typed rule;

@@ -47,15 +47,14 @@ from kgsim.core.config import ConfigError, ExperimentConfig, replace
 from kgsim.study.finish import finish
 from kgsim.study.runner import protocol_dict, run_seed, seed_key, unit_name
 from kgsim.study.stages import (
-    TooLittleKnown,
     base_hash,
     base_stage,
     finetune_stage,
     ft_models,
-    ft_splits,
     instruct_stage,
     pretrain_stage,
     probe_stage,
+    splits_or_exclusion,
     world_stage,
 )
 from kgsim.world.build import world_hash, world_is_current
@@ -166,12 +165,9 @@ def finetune_task(cfg: ExperimentConfig, cache: str, which: str, seed_dir: str, 
     rec = _start()
     world = world_stage(cfg, Path(cache))
     _, base = base_stage(cfg, world, Path(cache))
-    try:
-        splits = ft_splits(cfg, world, probe_stage(cfg, world, base))
-    except TooLittleKnown as e:
-        if cfg.run.unsplittable_seeds != "exclude":
-            raise
-        return _done(rec, False, excluded=str(e))                   # the seed task records it
+    splits, excluded = splits_or_exclusion(cfg, world, probe_stage(cfg, world, base))
+    if excluded:
+        return _done(rec, False, excluded=excluded)                  # the seed task records it
     cached = (Path(seed_dir) / f"ft-{which}" / "con.safetensors").is_file()
     finetune_stage(cfg, world, base, splits, which, Path(seed_dir), replicate=replicate)
     return _done(rec, cached)
